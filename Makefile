@@ -1,0 +1,34 @@
+# One entry point for people and CI. `make test` and `make demo` create .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Tests run in 2 processes; one BLAS thread each so they do not fight over the 2 cores.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install test lint format demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: lint
+	$(PY) -m pytest -n 2 -q
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer gpt fit --config experiments/text/gpt_demo.yaml
+	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/demo/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``.
+
+Shape notation used throughout core/: B batch, T tokens (Tq queries, Tk keys), D width,
+H heads, Dh head width (D = H * Dh). Masks follow core.masks: boolean, broadcastable to
+(B, H, Tq, Tk), True = may attend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.cache import CrossKVCache, KVCache
+from core.config import TransformerConfig
+from core.masks import causal_mask, merge_masks
+from core.positions import RotaryEmbedding
+
+
+@dataclass
+class AttentionMaps:
+    """Collects attention probabilities, (B, H, Tq, Tk) per layer, when passed to a forward.
+
+    Passing one switches the layers to an explicit softmax path (slower, but it exposes
+    the weights); the default path never materializes them.
+    """
+
+    self_attn: list[Tensor] = field(default_factory=list)
+    cross_attn: list[Tensor] = field(default_factory=list)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with optional causal masking, RoPE and KV cache.
+
+    Self-attention projects q, k, v with one fused matrix (``qkv_proj``); cross-attention
+    projects queries from x (``q_proj``) and keys/values from the memory (``kv_proj``).
+    """
+
+    def __init__(self, cfg: TransformerConfig, *, causal: bool = False, cross: bool = False) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.causal, self.cross = causal, cross
+        self.dropout = cfg.attn_dropout
+        if cross:
+            self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+            self.kv_proj = nn.Linear(cfg.dim, 2 * cfg.dim, bias=cfg.bias)
+        else:
+            self.qkv_proj = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+        use_rope = cfg.position == "rope" and not cross
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base) if use_rope else None
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, T, D) -> (B, H, T, Dh)
+
+    def _project(
+        self, x: Tensor, memory: Tensor | None, cache: KVCache | CrossKVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.cross:
+            q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)
+            if self.rope is not None:
+                start = cache.length if cache is not None else 0
+                q, k = self.rope(q, start), self.rope(k, start)
+            if cache is not None:
+                k, v = cache.append(k, v)
+            return q, k, v
+        q = self._heads(self.q_proj(x))
+        if cache is not None and cache.keys is not None:
+            return q, cache.keys, cache.values
+        if memory is None:
+            raise ValueError("cross-attention needs `memory` (the encoder output), got None")
+        k, v = self.kv_proj(memory).chunk(2, dim=-1)
+        k, v = self._heads(k), self._heads(v)
+        if cache is not None:
+            cache.keys, cache.values = k, v
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        cache: KVCache | CrossKVCache | None = None,
+        maps: list[Tensor] | None = None,
+    ) -> Tensor:
+        """Attend from x to itself (or to ``memory`` for cross-attention).
+
+        Args:
+            x: (B, Tq, D) queries' inputs.
+            memory: (B, Tk, D) encoder output; cross-attention only (ignored once cached).
+            mask: boolean, broadcastable to (B, H, Tq, Tk), True = may attend. For a causal
+                layer the causal constraint is added here; pass only padding.
+            cache: the layer's cache; updated in place.
+            maps: if given, the (B, H, Tq, Tk) attention probabilities are appended to it.
+
+        Returns:
+            (B, Tq, D).
+        """
+        q, k, v = self._project(x, memory, cache)
+        n_queries, n_keys = q.shape[2], k.shape[2]
+        is_causal = False
+        if self.causal:
+            if mask is None and n_queries == n_keys:
+                is_causal = True  # lets SDPA pick its fused causal kernel
+            elif n_queries > 1:
+                mask = merge_masks(causal_mask(n_queries, n_keys, device=x.device), mask)
+        dropout = self.dropout if self.training else 0.0
+        if maps is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        else:
+            if is_causal:
+                mask = causal_mask(n_queries, n_keys, device=x.device)
+            out, probs = _attention_with_probs(q, k, v, mask, dropout)
+            maps.append(probs)
+        out = out.transpose(1, 2).reshape(x.shape[0], n_queries, -1)  # (B, H, Tq, Dh) -> (B, Tq, D)
+        return self.out_proj(out)
+
+
+def _attention_with_probs(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
+) -> tuple[Tensor, Tensor]:
+    """The explicit softmax(q k^T / sqrt(Dh)) v, returning the probabilities too."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    return F.dropout(probs, dropout) @ v, probs

@@ -1,0 +1,61 @@
+"""A transformer block: self-attention, optional cross-attention, feed-forward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from core.attention import AttentionMaps, MultiHeadAttention
+from core.cache import LayerCache
+from core.config import TransformerConfig
+from core.ffn import build_ffn
+
+
+def build_norm(cfg: TransformerConfig) -> nn.Module:
+    """The normalization layer the config asks for."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))`` around each sublayer."""
+
+    def __init__(self, cfg: TransformerConfig, *, causal: bool = False, cross_attention: bool = False) -> None:
+        super().__init__()
+        self.pre_norm = cfg.norm_position == "pre"
+        self.norm1 = build_norm(cfg)
+        self.attn = MultiHeadAttention(cfg, causal=causal)
+        self.norm_cross = build_norm(cfg) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(cfg, cross=True) if cross_attention else None
+        self.norm2 = build_norm(cfg)
+        self.mlp = build_ffn(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _sublayer(self, x: Tensor, norm: nn.Module, fn: Callable[..., Tensor], **kwargs) -> Tensor:
+        if self.pre_norm:
+            return x + self.dropout(fn(norm(x), **kwargs))
+        return norm(x + self.dropout(fn(x, **kwargs)))
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        maps: AttentionMaps | None = None,
+    ) -> Tensor:
+        """(B, T, D) -> (B, T, D). Masks: boolean, True = may attend (see core.masks)."""
+        x = self._sublayer(
+            x, self.norm1, self.attn, mask=mask,
+            cache=cache.self_attn if cache else None, maps=maps.self_attn if maps else None,
+        )  # fmt: skip
+        if self.cross_attn is not None:
+            x = self._sublayer(
+                x, self.norm_cross, self.cross_attn, memory=memory, mask=memory_mask,
+                cache=cache.cross_attn if cache else None, maps=maps.cross_attn if maps else None,
+            )  # fmt: skip
+        return self._sublayer(x, self.norm2, self.mlp)

@@ -1,0 +1,2 @@
+"""Offline reinforcement learning: environments, scripted experts and trajectory datasets
+for the Decision Transformer."""

@@ -1,0 +1,89 @@
+"""Reading audio files into mono float waveforms at the model's sample rate.
+
+Audio is read with ``soundfile`` (libsndfile): ``torchaudio.load`` needs ``torchcodec`` since
+torchaudio 2.9, which this project does not install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+FIT_MODES = ("center", "random")
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as an audio clip; the message names the file."""
+
+
+def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """Read an audio file as a mono waveform at ``sample_rate``.
+
+    Channels are averaged to mono and the signal is resampled when the file's rate differs.
+
+    Args:
+        path: Any format libsndfile reads (wav, flac, ogg, ...).
+        sample_rate: Rate of the returned waveform, in Hz.
+
+    Returns:
+        Waveform of shape (T,), float32, nominally in [-1, 1].
+
+    Raises:
+        AudioError: The file is missing, is not audio, is corrupt, holds no samples, or holds
+            NaN/inf samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes); expected audio")
+    try:
+        data, file_rate = sf.read(path, dtype="float32", always_2d=True)  # (T, channels)
+    except sf.SoundFileError as error:
+        raise AudioError(
+            f"{path}: not readable as audio; expected WAV, FLAC, OGG or another format libsndfile reads ({error})"
+        ) from error
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no audio samples; expected at least one")
+    wave = torch.from_numpy(data).mean(dim=1)  # (T,)
+    if not torch.isfinite(wave).all():
+        raise AudioError(f"{path}: the file holds NaN or infinite samples; expected finite audio")
+    if file_rate != sample_rate:
+        wave = AF.resample(wave, orig_freq=file_rate, new_freq=sample_rate)
+    return wave.contiguous()
+
+
+def fit_duration(
+    wave: torch.Tensor,
+    n_samples: int,
+    mode: str = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Crop or zero-pad a waveform to exactly ``n_samples``.
+
+    Args:
+        wave: Waveform of shape (T,).
+        n_samples: Length of the result.
+        mode: ``center`` keeps the middle of a long clip and centres a short one; ``random``
+            picks the crop start or the padding offset uniformly (training-time jitter).
+        generator: Source of randomness for ``random``; torch's global generator when None.
+
+    Returns:
+        Waveform of shape (n_samples,).
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f"fit_duration mode={mode!r} is not one of {list(FIT_MODES)}")
+    if n_samples <= 0:
+        raise ValueError(f"fit_duration n_samples must be > 0, got {n_samples}")
+    length = wave.shape[-1]
+    slack = abs(length - n_samples)
+    if mode == "center":
+        offset = slack // 2
+    else:
+        offset = int(torch.randint(0, slack + 1, (), generator=generator))
+    if length >= n_samples:
+        return wave[offset : offset + n_samples]
+    return torch.nn.functional.pad(wave, (offset, slack - offset))

@@ -1,0 +1,74 @@
+"""``anyformer generate``: stream text from a GPT checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from core.checkpoint import CheckpointError, load_task
+from core.decoding import STRATEGIES, GenerationConfig, beam_search, stream_tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anyformer generate", description="Generate text from a GPT checkpoint.")
+    parser.add_argument(
+        "--ckpt", required=True, help="checkpoint written by `anyformer gpt fit` (e.g. runs/.../last.ckpt)"
+    )
+    parser.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="top-k")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--stop-at-eos", action="store_true", help="stop when the model emits <|endoftext|>")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler (reproducible output)")
+    return parser
+
+
+class _Printer:
+    """Prints decoded text as tokens arrive, holding back a byte-level token that ends mid-character."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.ids, self.printed = tokenizer, [], 0
+
+    def add(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[self.printed :])
+            sys.stdout.flush()
+            self.printed = len(text)
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        module = load_task(args.ckpt, tasks=("gpt",))
+        cfg = GenerationConfig(
+            strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty,
+            repetition_penalty=args.repetition_penalty,
+            eos_id=module.tokenizer.eos_id if args.stop_at_eos else None,
+        )  # fmt: skip
+        prompt_ids = module.tokenizer.encode(args.prompt) or [module.tokenizer.eos_id]
+    except (CheckpointError, ValueError) as err:
+        parser.error(str(err))
+    model, tokenizer = module.model, module.tokenizer
+    prompt = torch.tensor([prompt_ids])
+    sys.stdout.write(args.prompt)
+    if cfg.strategy == "beam":
+        for rank, hyp in enumerate(beam_search(model, prompt, cfg)[0]):
+            sys.stdout.write(f"{tokenizer.decode(hyp.tokens)}\n--- beam {rank}: score {hyp.score:.3f}\n")
+        return 0
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    printer = _Printer(tokenizer)
+    for next_ids in stream_tokens(model, prompt, cfg, generator):
+        printer.add(int(next_ids[0]))
+    sys.stdout.write("\n")
+    return 0
