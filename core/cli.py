@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from core.tasks import TASKS, TOOLS, resolve
@@ -70,6 +71,9 @@ def run_task(task: str, args: list[str]) -> None:
         "plugins": [AtomicCheckpointIO()],
         "gradient_clip_val": 1.0,
     }
+    # The default callbacks/loggers are instances; jsonargparse warns it cannot write them into
+    # the run's config.yaml, which is expected (they are the suite's defaults, not user settings).
+    warnings.filterwarnings("ignore", message=".*Unable to serialize instance.*")
     TaskCLI(
         model_class,
         data_class,

@@ -23,6 +23,8 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "gpt": TaskSpec("text.gpt:GPTModule", "text.data:TextDataModule", "GPT causal language model (text)"),
     "vit": TaskSpec("vision.task:ViTModule", "vision.data:ImageDataModule", "Vision Transformer image classifier"),
+    "speech": TaskSpec("speech.task:SpeechModule", "speech.data:SpeechDataModule", "Spoken-word transformer (speech)"),
+    "speech-cnn": TaskSpec("speech.task:SpeechCNNModule", "speech.data:SpeechDataModule", "CNN baseline (speech)"),
 }
 
 # name -> (``module:function`` taking argv and returning an exit code, summary)

@@ -61,11 +61,11 @@ def main(argv: list[str]) -> int:
         parser.error(str(err))
     model, tokenizer = module.model, module.tokenizer
     prompt = torch.tensor([prompt_ids])
-    sys.stdout.write(args.prompt)
     if cfg.strategy == "beam":
         for rank, hyp in enumerate(beam_search(model, prompt, cfg)[0]):
-            sys.stdout.write(f"{tokenizer.decode(hyp.tokens)}\n--- beam {rank}: score {hyp.score:.3f}\n")
+            sys.stdout.write(f"{args.prompt}{tokenizer.decode(hyp.tokens)}\n--- beam {rank}: score {hyp.score:.3f}\n")
         return 0
+    sys.stdout.write(args.prompt)
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     printer = _Printer(tokenizer)
     for next_ids in stream_tokens(model, prompt, cfg, generator):
