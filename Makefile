@@ -28,7 +28,7 @@ test: lint
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer gpt fit --config experiments/text/gpt_demo.yaml
-	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/demo/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
+	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/gpt_demo/checkpoints/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

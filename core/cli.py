@@ -45,6 +45,9 @@ def run_task(task: str, args: list[str]) -> None:
 
     spec = TASKS[task]
     run_name = _config_stem(args) or task
+    # fit logs into runs/<name>/; validate/test/predict into runs/<name>/<subcommand>/, so they
+    # never overwrite the training curves (CSVLogger clears a non-empty log folder).
+    log_version = "" if not args or args[0] == "fit" else args[0]
     model_class, data_class = resolve(spec.model), resolve(spec.data)
 
     class TaskCLI(LightningCLI):
@@ -65,8 +68,8 @@ def run_task(task: str, args: list[str]) -> None:
         ],
         "logger": [
             # One folder per experiment, runs/<config name>/, so reruns resume in place.
-            CSVLogger(save_dir="runs", name=run_name, version=""),
-            TensorBoardLogger(save_dir="runs", name=run_name, version="", default_hp_metric=False),
+            CSVLogger(save_dir="runs", name=run_name, version=log_version),
+            TensorBoardLogger(save_dir="runs", name=run_name, version=log_version, default_hp_metric=False),
         ],
         "plugins": [AtomicCheckpointIO()],
         "gradient_clip_val": 1.0,

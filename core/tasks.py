@@ -23,6 +23,12 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "gpt": TaskSpec("text.gpt:GPTModule", "text.data:TextDataModule", "GPT causal language model (text)"),
     "vit": TaskSpec("vision.task:ViTModule", "vision.data:ImageDataModule", "Vision Transformer image classifier"),
+    "bert": TaskSpec("text.bert_task:BertPretrainModule", "text.bert_data:BertPretrainDataModule", "BERT pretraining"),
+    "bert-classify": TaskSpec(
+        "text.bert_task:BertClassifierModule", "text.bert_data:TextClassificationDataModule", "BERT classifier"
+    ),
+    "dt": TaskSpec("rl.task:DTModule", "rl.data:TrajectoryDataModule", "Decision Transformer (offline RL)"),
+    "seq2seq": TaskSpec("text.seq2seq_task:Seq2SeqModule", "text.parallel_data:ParallelDataModule", "translation"),
     "speech": TaskSpec("speech.task:SpeechModule", "speech.data:SpeechDataModule", "Spoken-word transformer (speech)"),
     "speech-cnn": TaskSpec("speech.task:SpeechCNNModule", "speech.data:SpeechDataModule", "CNN baseline (speech)"),
 }
@@ -30,7 +36,10 @@ TASKS: dict[str, TaskSpec] = {
 # name -> (``module:function`` taking argv and returning an exit code, summary)
 TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("text.generate:main", "generate text from a GPT checkpoint"),
-    "classify": ("vision.classify:main", "classify images (and later text/audio) with a checkpoint"),
+    "classify": ("vision.classify:main", "classify images, sentences or audio clips with a checkpoint"),
+    "collect": ("rl.collect:main", "collect an offline-RL trajectory dataset (.npz) with a behaviour policy"),
+    "rollout": ("rl.rollout:main", "play a Decision Transformer checkpoint conditioned on target returns"),
+    "translate": ("text.translate:main", "translate sentences or score a test set with a seq2seq checkpoint"),
 }
 
 

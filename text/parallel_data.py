@@ -5,14 +5,17 @@ Two sources of pairs:
 - a folder holding ``{split}.{lang}`` files, e.g. Multi30k at ``../shared/data/multi30k/``
   (``train.de``/``train.en``, ``val.*``, ``test_2016_flickr.*``);
 - ``"synthetic"`` (the offline default, no download): a deterministic made-up "translation" of
-  Python's own documentation (``pydoc_data.topics``, shipped with every Python). The text is cut
-  into sentences at ``.``, ``!``, ``?``, ``:`` and ``;``; each sentence's alphabetic words
-  (``[A-Za-z]+``), lowercased, are taken in chunks of at most 12 words and chunks of >= 3 words
-  kept, de-duplicated and sorted. The **source** is such a chunk; the **target** is the same words
-  in reverse order, each word spelled through a fixed letter-substitution cipher (a permutation
-  of a..z drawn by ``random.Random(0)``, so every word maps to one cipher word), e.g.
-  ``"the value is returned"`` -> ``"jgpqjdgs wz iocqg pkg"``. Chunks go to val / test / train by
-  ``zlib.crc32(chunk) % 20`` == 0 / == 1 / otherwise (257 / 291 / 4,551 pairs).
+  Python's own documentation (``pydoc_data.topics``, shipped with every Python) into word-for-word
+  pseudo-French. The text is cut into sentences at ``.``, ``!``, ``?``, ``:`` and ``;``; each
+  sentence's alphabetic words (``[A-Za-z]+``), lowercased, are taken in chunks of at most 12
+  words, and chunks of >= 3 words are kept, de-duplicated and sorted. The **source** is such a
+  chunk; the **target** replaces every word found in :data:`GLOSSARY` (48 frequent words, about
+  43% of the running words) by its French gloss and copies every other word, keeping the word
+  order: ``"the value is returned"`` -> ``"le valeur est returned"``. Chunks go to val / test /
+  train by ``zlib.crc32(chunk) % 20`` == 0 / == 1 / otherwise (257 / 291 / 4,551 pairs).
+  (A harder variant, reversed word order plus a letter-substitution cipher, stayed below BLEU 1
+  after the demo model's 1,000 steps; a monotone alignment with mostly copied tokens is what a
+  small model learns in about a minute of CPU.)
 
 Tokenizers (``text.tokenizers``) are trained on the training split only: one shared vocabulary
 over both sides, or one per side. Each pair is encoded as
@@ -30,9 +33,7 @@ optionally up to a token budget instead of a fixed number of sentences.
 from __future__ import annotations
 
 import logging
-import random
 import re
-import string
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,28 +51,33 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 """Label of padding positions (``F.cross_entropy``'s default ``ignore_index``)."""
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = CLS, EOS, PAD
+"""The decoder starts from ``[CLS]``, a translation ends with ``<|endoftext|>``, batches pad with ``[PAD]``."""
 SYNTHETIC = "synthetic"
 Pair = tuple[str, str]
 
 
 # -- the offline synthetic task ------------------------------------------------------------
-def _cipher_table(seed: int = 0) -> dict[int, int]:
-    letters = list(string.ascii_lowercase)
-    shuffled = letters[:]
-    random.Random(seed).shuffle(shuffled)
-    return str.maketrans("".join(letters), "".join(shuffled))
-
-
-_CIPHER = _cipher_table()
+GLOSSARY: dict[str, str] = {
+    "the": "le", "a": "un", "an": "un", "one": "un", "is": "est", "are": "sont", "be": "etre",
+    "of": "de", "in": "dans", "to": "a", "and": "et", "for": "pour", "if": "si", "that": "que",
+    "or": "ou", "as": "comme", "with": "avec", "not": "pas", "by": "par", "it": "il", "this": "ce",
+    "can": "peut", "may": "peut", "when": "quand", "from": "depuis", "on": "sur", "all": "tous",
+    "which": "qui", "will": "va", "same": "meme", "other": "autre", "only": "seulement",
+    "class": "classe", "object": "objet", "objects": "objets", "value": "valeur",
+    "function": "fonction", "name": "nom", "method": "methode", "list": "liste", "string": "chaine",
+    "statement": "instruction", "return": "renvoyer", "used": "utilise", "attribute": "attribut",
+    "defined": "defini", "pattern": "motif", "new": "nouveau",
+}  # fmt: skip
+"""Word-for-word glosses of the synthetic task (English -> pseudo-French, accents dropped)."""
 
 
 def synthetic_target(source: str) -> str:
-    """The synthetic task's translation: reversed word order, each word letter-enciphered."""
-    return " ".join(word.translate(_CIPHER) for word in reversed(source.split()))
+    """The synthetic task's translation: each word glossed by :data:`GLOSSARY` or copied."""
+    return " ".join(GLOSSARY.get(word, word) for word in source.split())
 
 
 def synthetic_pairs() -> dict[str, list[Pair]]:
-    """The synthetic reverse-and-encipher task, split into ``train``/``val``/``test`` (module docstring)."""
+    """The synthetic glossary task, split into ``train``/``val``/``test`` (module docstring)."""
     from pydoc_data.topics import topics
 
     chunks: set[str] = set()
@@ -109,9 +115,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
     """Read two aligned files into (source, target) pairs; their line counts must match."""
     src, tgt = _read_lines(Path(src_path)), _read_lines(Path(tgt_path))
     if len(src) != len(tgt):
-        raise ValueError(
-            f"parallel files are not aligned: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
-        )
+        raise ValueError(f"parallel files are not aligned: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}")
     if not src:
         raise ValueError(f"parallel files {src_path} and {tgt_path} are empty")
     return list(zip(src, tgt))
@@ -126,7 +130,7 @@ def encode_source(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> t
     """
     encoded = tokenizer.encode_batch(list(texts))
     cropped = [i for i, ids in enumerate(encoded) if len(ids) > max_len - 1]
-    return [[*ids[: max_len - 1], tokenizer.eos_id] for ids in encoded], cropped
+    return [[*ids[: max_len - 1], tokenizer.token_id(EOS_TOKEN)] for ids in encoded], cropped
 
 
 def encode_target(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], list[int]]:
@@ -393,11 +397,12 @@ class ParallelDataModule(pl.LightningDataModule):
         sampler = LengthBatchSampler(
             data.lengths(), self.batch_size, self.max_tokens, shuffle=shuffle, generator=self._generator
         )
-        tgt = self.tgt_tokenizer
+        src, tgt = self.src_tokenizer, self.tgt_tokenizer
+        ids = [src.token_id(PAD_TOKEN), *(tgt.token_id(token) for token in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN))]
         return DataLoader(
             data,
             batch_sampler=sampler,
-            collate_fn=Collate(self.src_tokenizer.pad_id, tgt.cls_id, tgt.eos_id, tgt.pad_id),
+            collate_fn=Collate(*ids),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

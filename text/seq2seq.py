@@ -9,8 +9,8 @@ Reads as ``tokenizer -> embedding -> core stack -> head``:
 
 Embeddings are **not** scaled by sqrt(dim) by default (``scale_embeddings=False``): every weight
 uses GPT-2's Normal(0, 0.02) init, which puts token and learned position embeddings on the same
-scale; the original Transformer's ``sqrt(dim)`` factor goes with its ``dim**-0.5`` embedding init
-and a sinusoidal position table, and can be turned on for that recipe.
+scale. ``scale_embeddings=True`` is the original Transformer's recipe instead: token embeddings
+drawn from Normal(0, 1/dim) and multiplied by sqrt(dim), meant for sinusoidal positions.
 
 Special tokens come from the tokenizer: the decoder starts from ``[CLS]`` (used as BOS, so BOS and
 EOS are different tokens and the model never confuses "start" with "stop"), stops at
@@ -92,9 +92,13 @@ class Seq2Seq(nn.Module):
         # Residual projections shrink with each stack's own depth.
         init_weights(self, cfg.encoder.n_layers)
         init_weights(self.core.decoder, cfg.decoder.n_layers)
+        self.embedding_scale = 1.0
+        if cfg.scale_embeddings:  # the original Transformer: N(0, 1/dim) tokens, times sqrt(dim)
+            self.embedding_scale = math.sqrt(cfg.dim)
+            for embedding in [self.src_embedding] + ([] if cfg.shared_vocab else [self.tgt_embedding]):
+                nn.init.normal_(embedding.weight, std=cfg.dim**-0.5)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tgt_embedding.weight
-        self.embedding_scale = math.sqrt(cfg.dim) if cfg.scale_embeddings else 1.0
 
     @property
     def max_source_len(self) -> int:

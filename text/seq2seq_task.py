@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import sacrebleu
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from core.training import OptimConfig, TaskModule
-from text.parallel_data import IGNORE_INDEX, encode_source, pad_ids
+from text.parallel_data import BOS_TOKEN, EOS_TOKEN, IGNORE_INDEX, PAD_TOKEN, encode_source, pad_ids
 from text.seq2seq import Seq2Seq, Seq2SeqConfig, translate_ids
 from text.tokenizers import DEFAULT_SPECIALS, Tokenizer
 
@@ -114,11 +113,13 @@ class Seq2SeqModule(TaskModule):
         specials = {tgt.token_id(token) for token in DEFAULT_SPECIALS}
         return tgt.decode([i for i in ids if i not in specials]).strip()
 
-    def translate_batch(self, source: Tensor, source_keep: Tensor, strategy: str = "greedy", beams: int = 4) -> list[str]:
+    def translate_batch(
+        self, source: Tensor, source_keep: Tensor, strategy: str = "greedy", beams: int = 4
+    ) -> list[str]:
         """(B, S) encoded sources -> B translations."""
         tgt = self._tokenizers()[1]
         rows = translate_ids(
-            self.model, source, source_keep, bos_id=tgt.cls_id, eos_id=tgt.eos_id,
+            self.model, source, source_keep, bos_id=tgt.token_id(BOS_TOKEN), eos_id=tgt.token_id(EOS_TOKEN),
             strategy=strategy, beams=beams, length_penalty=self.length_penalty,
         )  # fmt: skip
         return [self.detokenize(row) for row in rows]
@@ -139,31 +140,30 @@ class Seq2SeqModule(TaskModule):
         out: list[str] = [""] * len(encoded)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            source, keep = pad_ids([encoded[i] for i in chunk], src.pad_id)
+            source, keep = pad_ids([encoded[i] for i in chunk], src.token_id(PAD_TOKEN))
             device = next(self.model.parameters()).device
             for i, text in zip(chunk, self.translate_batch(source.to(device), keep.to(device), strategy, beams)):
                 out[i] = text
         return out
 
     # -- losses --------------------------------------------------------------------------
-    def _logits(self, batch: dict[str, Any]) -> Tensor:
-        return self.model(batch["source"], batch["target_in"], source_keep=batch["source_keep"])
+    def loss(self, batch: dict[str, Any], *, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
+        """Teacher-forced cross-entropy of ``labels`` given ``source`` and ``target_in``, padding ignored.
 
-    def _nll(self, batch: dict[str, Any]) -> tuple[float, int]:
-        """Summed unsmoothed negative log-likelihood and the number of target tokens."""
-        logits = self._logits(batch)
-        nll = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-        return nll.item(), int((batch["labels"] != IGNORE_INDEX).sum())
+        ``reduction="mean"`` averages over target tokens; ``"sum"`` adds them up.
+        """
+        logits = self.model(batch["source"], batch["target_in"], source_keep=batch["source_keep"])  # (B, T, V)
+        return F.cross_entropy(
+            logits.flatten(0, 1), batch["labels"].flatten(),
+            ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing, reduction=reduction,
+        )  # fmt: skip
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        logits = self._logits(batch)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), batch["labels"].flatten(),
-            ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing,
-        )  # fmt: skip
+        loss = self.loss(batch, label_smoothing=self.label_smoothing)
         self.check_finite(loss)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["reference"]))
-        self.log("train_tokens", float((batch["labels"] != IGNORE_INDEX).sum()), batch_size=len(batch["reference"]))
+        n_pairs = len(batch["reference"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=n_pairs)
+        self.log("train_tokens", float((batch["labels"] != IGNORE_INDEX).sum()), batch_size=n_pairs)
         return loss
 
     # -- evaluation ------------------------------------------------------------------------
@@ -171,9 +171,8 @@ class Seq2SeqModule(TaskModule):
         self._eval = {"nll": 0.0, "tokens": 0, "refs": [], "greedy": [], "beam": []}
 
     def _eval_step(self, batch: dict[str, Any], n_bleu: int, beam: bool) -> None:
-        nll, tokens = self._nll(batch)
-        self._eval["nll"] += nll
-        self._eval["tokens"] += tokens
+        self._eval["nll"] += self.loss(batch, reduction="sum").item()
+        self._eval["tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
         take = min(n_bleu - len(self._eval["refs"]), len(batch["reference"]))
         if take <= 0:
             return

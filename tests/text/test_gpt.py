@@ -44,7 +44,11 @@ def test_fit_writes_metrics_and_checkpoints(trained_checkpoint):
     assert (trained_checkpoint / "checkpoints" / "last.ckpt").is_file()
     metrics = (trained_checkpoint / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
-    val_losses = [float(row.split(",")[header.index("val_loss")]) for row in metrics[1:] if row.split(",")[header.index("val_loss")]]
+    val_losses = [
+        float(row.split(",")[header.index("val_loss")])
+        for row in metrics[1:]
+        if row.split(",")[header.index("val_loss")]
+    ]
     assert len(val_losses) == 2
     assert val_losses[-1] < math.log(300)  # learned something beyond a uniform guess
     bpc = [row.split(",")[header.index("val_bpc")] for row in metrics[1:] if row.split(",")[header.index("val_bpc")]]

@@ -1,0 +1,210 @@
+"""The audio side of ``anyformer classify``: label audio files with a ``speech`` or ``speech-cnn``
+checkpoint, and draw where the transformer's [CLS] token looks.
+
+    anyformer classify --ckpt runs/speech_fsdd/checkpoints/last.ckpt clip.wav --top-k 3 --attention-map map.png
+    python -m speech.classify_audio --ckpt ... clip.wav   # the same, without the dispatcher
+
+Each file is read with ``speech.audio.load_audio`` (any rate, any channel count: averaged to
+mono, resampled to the model's rate), then its middle ``duration_s`` is kept (a shorter clip is
+centred and zero-padded), exactly as validation clips are. Exit codes: 0 when every file was
+classified, 2 for a bad checkpoint or any unreadable file (the other files are still classified).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from core.attention import AttentionMaps
+from core.checkpoint import CheckpointError, load_task
+from core.training import TaskModule
+from speech.audio import AudioError, fit_duration, load_audio
+from speech.model import SpeechTransformer
+
+PROG = "anyformer classify"
+TASKS = ("speech", "speech-cnn")
+
+
+def load_clip(path: str | Path, module: TaskModule) -> Tensor:
+    """Read ``path`` as the (samples,) waveform the model expects; AudioError names a bad file."""
+    spectrogram = module.config.spectrogram
+    wave = load_audio(path, spectrogram.sample_rate)
+    return fit_duration(wave, spectrogram.n_samples, "center")
+
+
+def top_labels(module: TaskModule, logits: Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+    """(B, num_classes) logits -> per clip, the ``top_k`` (class name, probability) pairs, best first."""
+    probs, indices = logits.float().softmax(dim=-1).topk(min(top_k, logits.shape[-1]), dim=-1)
+    return [
+        [(module.class_names[i], p) for p, i in zip(row_p, row_i)]
+        for row_p, row_i in zip(probs.tolist(), indices.tolist())
+    ]
+
+
+@torch.no_grad()
+def classify_audio(module: TaskModule, paths: Sequence[str | Path], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top labels of each audio file.
+
+    Args:
+        module: a ``speech`` or ``speech-cnn`` module, e.g. from ``core.checkpoint.load_task``.
+        paths: audio files (WAV, FLAC, OGG, ...).
+        top_k: labels per file.
+
+    Returns:
+        Per file, the ``top_k`` (class name, probability) pairs, most probable first.
+
+    Raises:
+        AudioError: a file is missing, corrupt or not audio; the message names it.
+    """
+    if not paths:
+        return []
+    waves = torch.stack([load_clip(path, module) for path in paths])  # (B, samples)
+    module.eval()
+    return top_labels(module, module.model(waves), top_k)
+
+
+@torch.no_grad()
+def cls_attention(model: SpeechTransformer, wave: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the clip summary looks, in the last layer, spread over the spectrogram.
+
+    Args:
+        model: the transformer.
+        wave: (samples,) one clip.
+
+    Returns:
+        (F, T) log-mel spectrogram, (F, T) attention rescaled to [0, 1] (last layer, mean over heads,
+        of the [CLS] row, or of the mean of the patch rows for ``pool='mean'``; each cell holds the
+        mean over the patches covering it), and the (num_classes,) logits.
+    """
+    model.eval()
+    maps = AttentionMaps()
+    spec = model.spectrogram(wave[None])  # (1, F, T)
+    logits = model.forward_head(model.forward_features(spec, maps=maps))
+    last = maps.self_attn[-1].float().mean(dim=1)  # (1, 1+N, 1+N)
+    rows = last[:, :1] if model.cfg.pool == "cls" else last[:, 1:]
+    weights = rows.mean(dim=1)[:, 1:]  # (1, N) attention on each patch
+    heat = model.tokenizer.patch_map(weights)[0]  # (F, T)
+    heat = heat - heat.min()
+    return spec[0], heat / heat.max().clamp_min(1e-12), logits[0]
+
+
+def save_attention_map(
+    spec: Tensor, heat: Tensor, out: str | Path, *, duration_s: float, title: str = "", alpha: float = 0.5
+) -> None:
+    """Write a PNG of the log-mel spectrogram (gray) with ``heat`` (F, T) in [0, 1] overlaid.
+
+    The file is written to a temporary name in the same folder, then renamed into place.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    extent = (0.0, duration_s, 0.0, float(spec.shape[0]))  # time in s, mel band
+    ax.imshow(spec.cpu().numpy(), origin="lower", aspect="auto", cmap="gray", extent=extent)
+    overlay = ax.imshow(
+        heat.cpu().numpy(), origin="lower", aspect="auto", cmap="inferno", alpha=alpha, vmin=0, vmax=1, extent=extent
+    )
+    fig.colorbar(overlay, ax=ax, label="[CLS] attention (last layer)")
+    ax.set(xlabel="time (s)", ylabel="mel band", title=title)
+    out = Path(out)
+    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            fig.savefig(file, format="png")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)  # one line
+
+
+def _map_path(out: str, input_path: str, several: bool) -> Path:
+    path = Path(out)
+    return path.with_name(f"{path.stem}_{Path(input_path).stem}{path.suffix or '.png'}") if several else path
+
+
+def classify_audio_files(args: argparse.Namespace) -> int:
+    """``anyformer classify`` for speech checkpoints: print the top-k labels of each file.
+
+    Reads ``args.ckpt``, ``args.inputs``, ``args.top_k`` and ``args.attention_map`` (None or an
+    output PNG; with several inputs, ``OUT_<input stem>.png`` per input).
+
+    Returns:
+        0 when every file was classified, 2 when a file (or the checkpoint) could not be used;
+        each problem is one line on stderr naming the file.
+    """
+    try:
+        module = load_task(args.ckpt, tasks=TASKS)
+    except CheckpointError as err:
+        _error(str(err))
+        return 2
+    attention_map = getattr(args, "attention_map", None)
+    if attention_map and not isinstance(module.model, SpeechTransformer):
+        _error(f"--attention-map needs a 'speech' (transformer) checkpoint; {args.ckpt} is {module.task_name!r}")
+        return 2
+    status = 0
+    for path in args.inputs:
+        try:
+            wave = load_clip(path, module)
+        except AudioError as err:
+            _error(str(err))
+            status = 2
+            continue
+        if attention_map:
+            spec, heat, logits = cls_attention(module.model, wave)
+            labels = top_labels(module, logits[None], args.top_k)[0]
+        else:
+            labels = classify_audio(module, [path], args.top_k)[0]
+        print(path)
+        for name, prob in labels:
+            print(f"  {prob:.4f}  {name}")
+        if attention_map:
+            out = _map_path(attention_map, path, len(args.inputs) > 1)
+            title = f"{Path(path).name}: {labels[0][0]} ({labels[0][1]:.2f})"
+            try:
+                save_attention_map(spec, heat, out, duration_s=module.config.spectrogram.duration_s, title=title)
+            except (OSError, ValueError) as err:
+                _error(f"{out}: cannot write the attention map ({err})")
+                status = 2
+                continue
+            print(f"  attention map: {out}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Classify audio files with a speech checkpoint.")
+    parser.add_argument(
+        "--ckpt", required=True, help="checkpoint written by `anyformer speech fit` or `speech-cnn fit`"
+    )
+    parser.add_argument("inputs", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG, ...)")
+    parser.add_argument("--top-k", type=int, default=5, help="how many labels to print per file (default 5)")
+    parser.add_argument(
+        "--attention-map", metavar="OUT.png",
+        help="write the log-mel spectrogram with the [CLS] attention overlaid; with several inputs, "
+        "OUT_<input stem>.png per input",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m speech.classify_audio``: the speech half of ``anyformer classify``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be >= 1, got {args.top_k}")
+    return classify_audio_files(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Seq2seq end to end: a short fit through the CLI, test metrics, then `anyformer translate`
+from the checkpoint alone."""
+
+import csv
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.checkpoint import load_task
+from core.cli import main as cli_main
+from text.parallel_data import synthetic_pairs
+from text.seq2seq_task import corpus_bleu
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "experiments/text/seq2seq_demo.yaml"
+TINY = [
+    "--data.vocab_size", "400", "--data.batch_size", "16", "--data.max_source_len", "40",
+    "--data.max_target_len", "40", "--model.val_bleu_sentences", "8",
+    "--model.config.encoder.dim", "32", "--model.config.encoder.n_layers", "1",
+    "--model.config.decoder.dim", "32", "--model.config.decoder.n_layers", "1",
+    "--model.optim.lr", "3e-3", "--model.optim.warmup_steps", "5",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+
+
+def _in(workdir: Path, args: list[str]) -> None:
+    cwd = Path.cwd()
+    try:
+        os.chdir(workdir)
+        cli_main(args)
+    finally:
+        os.chdir(cwd)
+
+
+def _metrics(path: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    with open(path) as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if value:
+                    out.setdefault(key, []).append(float(value))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """30 optimizer steps of the demo config (shrunk), validated twice, then `test` on its checkpoint."""
+    workdir = tmp_path_factory.mktemp("seq2seq")
+    fit = ["seq2seq", "fit", "--config", str(DEMO), *TINY, "--trainer.max_steps", "30",
+           "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2"]  # fmt: skip
+    _in(workdir, fit)
+    run = workdir / "runs" / "seq2seq_demo"
+    shutil.copy(run / "metrics.csv", run / "fit_metrics.csv")  # kept: `test` must not touch the fit's log
+    test = ["seq2seq", "test", "--config", str(DEMO), *TINY, "--trainer.limit_test_batches", "1",
+            "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]  # fmt: skip
+    _in(workdir, test)
+    return run
+
+
+def test_fit_and_test_log_loss_perplexity_and_bleu(run):
+    metrics = _metrics(run / "fit_metrics.csv")
+    assert len(metrics["val_loss"]) == 2 and len(metrics["val_bleu"]) == 2
+    for loss, ppl in zip(metrics["val_loss"], metrics["val_ppl"]):
+        assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
+    assert metrics["val_loss"][-1] < min(5.0, metrics["val_loss"][0])  # uniform guess: ln(400) = 5.99
+    assert (run / "metrics.csv").read_text() == (run / "fit_metrics.csv").read_text()
+    metrics = _metrics(run / "test" / "metrics.csv")  # validate/test log into runs/<name>/<subcommand>/
+    for name in ("test_loss", "test_bleu_greedy", "test_bleu_beam", "test_bleu_greedy_lc", "test_bleu_beam_lc"):
+        assert len(metrics[name]) == 1 and 0.0 <= metrics[name][0] <= 100.0
+
+
+def test_checkpoint_alone_translates_and_the_tool_reproduces_its_bleu(run, tmp_path, capsys):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    module = load_task(ckpt, tasks=("seq2seq",))
+    assert module.src_tokenizer is module.tgt_tokenizer  # shared vocabulary restored as one object
+    pairs = synthetic_pairs()["test"][:6]
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    greedy = module.translate(sources, strategy="greedy")
+    beam = module.translate(sources, strategy="beam", beams=4)
+    assert len(greedy) == len(beam) == 6
+    # beam=1 is greedy, through the whole text -> text path.
+    assert module.translate(sources, strategy="beam", beams=1) == greedy
+
+    assert cli_main(["translate", "--ckpt", str(ckpt), "--strategy", "greedy", *sources[:2]]) == 0
+    assert capsys.readouterr().out.splitlines() == greedy[:2]
+
+    (tmp_path / "src.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
+    args = ["translate", "--ckpt", str(ckpt), "--eval-src", str(tmp_path / "src.txt"),
+            "--eval-ref", str(tmp_path / "ref.txt")]  # fmt: skip
+    assert cli_main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["greedy", "sacreBLEU", f"{corpus_bleu(greedy, references):.2f}"]
+    assert lines[1].split()[:3] == ["beam-4", "sacreBLEU", f"{corpus_bleu(beam, references):.2f}"]
+
+
+def test_translate_warns_about_a_too_long_sentence(run, capsys, caplog):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert cli_main(["translate", "--ckpt", str(ckpt), "--strategy", "greedy", "the value " * 60]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert "longer than the model's source window of 40 tokens" in caplog.text
+
+
+def test_translate_usage_errors_exit_2(run, tmp_path, capsys):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    (tmp_path / "one.txt").write_text("a\n", encoding="utf-8")
+    (tmp_path / "two.txt").write_text("a\nb\n", encoding="utf-8")
+    cases = [
+        (["--ckpt", str(tmp_path / "missing.ckpt"), "hello"], "does not exist"),
+        (["--ckpt", str(ckpt)], "give sentences"),
+        (["--ckpt", str(ckpt), "--eval-src", str(tmp_path / "one.txt")], "go together"),
+        (["--ckpt", str(ckpt), "--eval-src", str(tmp_path / "one.txt"), "--eval-ref", str(tmp_path / "two.txt")],
+         "one.txt has 1 lines"),
+        (["--ckpt", str(ckpt), "--file", str(tmp_path / "nope.txt")], "nope.txt does not exist"),
+    ]  # fmt: skip
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["translate", *args])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_multi30k_config_parses(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["seq2seq", "fit", "--config", str(REPO / "experiments/text/seq2seq_multi30k.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "test_split: test_2016_flickr" in printed and "label_smoothing: 0.1" in printed
+
+
+MULTI30K = Path("../shared/data/multi30k")
+
+
+@pytest.mark.skipif(not MULTI30K.is_dir(), reason="Multi30k not found at ../shared/data/multi30k")
+def test_multi30k_config_runs_one_step(tmp_path, caplog):
+    """fast_dev_run of the real config: BPE on 58k sentences, one train and one val batch (small)."""
+    args = ["seq2seq", "fit", "--config", str(REPO / "experiments/text/seq2seq_multi30k.yaml"),
+            "--data.source", str(MULTI30K.resolve()), "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
+            "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        _in(tmp_path, args)
+    assert "trained byte-level BPE with 8000 tokens" in caplog.text  # one shared vocabulary, as configured
+    assert "train split train: 29000 pairs" in caplog.text and "val split val: 1014 pairs" in caplog.text
+    assert "cropped" not in caplog.text  # max_source_len / max_target_len 64 fit every Multi30k sentence

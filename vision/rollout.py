@@ -1,0 +1,67 @@
+"""Attention rollout (Abnar & Zuidema 2020): which patches the image summary draws from.
+
+Each layer's attention, averaged over heads, is mixed with the identity to account for the
+residual connection (``0.5 * A + 0.5 * I``, rows renormalized); the product over layers says how
+much of each input token flows into each output token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def attention_rollout(attentions: list[Tensor], residual: float = 0.5) -> Tensor:
+    """Token-to-token attribution through all layers.
+
+    Args:
+        attentions: per layer (first to last), (B, H, T, T) attention probabilities, e.g.
+            ``core.attention.AttentionMaps().self_attn`` after a forward.
+        residual: weight of the identity (the skip connection) mixed into each layer.
+
+    Returns:
+        (B, T, T) with rows summing to 1: row i is how much output token i draws from each input token.
+    """
+    if not attentions:
+        raise ValueError("attention_rollout needs at least one layer's attention")
+    b, _, t, _ = attentions[0].shape
+    eye = torch.eye(t, device=attentions[0].device)
+    rollout = eye.expand(b, t, t)
+    for layer in attentions:
+        mixed = (1 - residual) * layer.float().mean(dim=1) + residual * eye  # (B, T, T)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed @ rollout
+    return rollout
+
+
+def patch_relevance(attentions: list[Tensor], grid: tuple[int, int], pool: str = "cls") -> Tensor:
+    """(B, Gh, Gw) relevance of each patch to the pooled summary, scaled to [0, 1] per image.
+
+    ``pool='cls'`` reads the [CLS] row of the rollout; ``'mean'`` averages the patch rows.
+    Token 0 is [CLS]; patches follow row-major over the grid.
+    """
+    rollout = attention_rollout(attentions)  # (B, 1+N, 1+N)
+    rows = rollout[:, :1] if pool == "cls" else rollout[:, 1:]
+    relevance = rows.mean(dim=1)[:, 1:]  # (B, N)
+    low = relevance.min(dim=-1, keepdim=True).values
+    high = relevance.max(dim=-1, keepdim=True).values
+    relevance = (relevance - low) / (high - low).clamp_min(1e-12)
+    return relevance.reshape(-1, *grid)
+
+
+def overlay_heatmap(image: Image.Image, heat: Tensor, min_side: int = 224, alpha: float = 0.5) -> Image.Image:
+    """Blend a (Gh, Gw) map in [0, 1] (blue = low, red = high) over ``image``, upscaled to ``min_side``.
+
+    Small images (8x8 digits) are enlarged with nearest-neighbour sampling so pixels stay visible.
+    """
+    width, height = image.size
+    scale = max(1.0, min_side / min(width, height))
+    size = (round(width * scale), round(height * scale))
+    base = image.convert("RGB").resize(size, Image.Resampling.NEAREST)
+    heat_img = Image.fromarray((heat.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+    heat_arr = np.asarray(heat_img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255  # (H, W)
+    colors = np.stack([heat_arr, 0.25 * np.ones_like(heat_arr), 1 - heat_arr], axis=-1) * 255  # (H, W, 3)
+    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colors
+    return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
