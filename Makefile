@@ -30,5 +30,11 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer gpt fit --config experiments/text/gpt_demo.yaml
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/gpt_demo/checkpoints/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
 
+# Every performance target in one table (see experiments/bench/__main__.py); takes a while.
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--quick --only gpt-cpu".
+BENCH_ARGS ?=
+bench: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m experiments.bench --threads 2 --out experiments/results/bench.md $(BENCH_ARGS)
+
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -59,8 +59,9 @@ class MultiHeadAttention(nn.Module):
         self, x: Tensor, memory: Tensor | None, cache: KVCache | CrossKVCache | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         if not self.cross:
-            q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
-            q, k, v = self._heads(q), self._heads(k), self._heads(v)
+            b, t, _ = x.shape
+            qkv = self.qkv_proj(x).view(b, t, 3, self.n_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, T, 3D) -> 3 x (B, H, T, Dh), no copies
             if self.rope is not None:
                 start = cache.length if cache is not None else 0
                 q, k = self.rope(q, start), self.rope(k, start)
@@ -123,9 +124,17 @@ class MultiHeadAttention(nn.Module):
 def _attention_with_probs(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float
 ) -> tuple[Tensor, Tensor]:
-    """The explicit softmax(q k^T / sqrt(Dh)) v, returning the probabilities too."""
+    """The explicit softmax(q k^T / sqrt(Dh)) v, returning the probabilities too.
+
+    A query row with no key to attend to gets all-zero probabilities and a zero output, as
+    SDPA's fused path gives, instead of the NaN of a softmax over only ``-inf``.
+    """
     scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
+    if mask is not None:
+        # Partly masked rows already hold exact zeros there; this clears the NaN of fully masked
+        # rows, and masked_fill's backward passes no gradient through the NaN either.
+        probs = probs.masked_fill(~mask, 0.0)
     return F.dropout(probs, dropout) @ v, probs

@@ -19,6 +19,11 @@ def build_norm(cfg: TransformerConfig) -> nn.Module:
     return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps, bias=cfg.bias)
 
 
+def build_dropout(p: float) -> nn.Module:
+    """Dropout, or the identity when ``p`` is 0 (one module call and one op fewer per use in a decoding step)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))`` around each sublayer."""
 
@@ -31,7 +36,7 @@ class TransformerBlock(nn.Module):
         self.cross_attn = MultiHeadAttention(cfg, cross=True) if cross_attention else None
         self.norm2 = build_norm(cfg)
         self.mlp = build_ffn(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = build_dropout(cfg.dropout)
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn: Callable[..., Tensor], **kwargs) -> Tensor:
         if self.pre_norm:

@@ -22,8 +22,10 @@ class KVCache:
 
     def __init__(self, batch_size: int, n_heads: int, max_len: int, head_dim: int, *, device=None, dtype=None) -> None:
         shape = (batch_size, n_heads, max_len, head_dim)  # (B, H, T_max, Dh)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # Uninitialized: only the filled prefix is ever read, and zero-filling a long cache (tens
+        # of MiB for a batch) would cost more than a short generation.
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
 
     @property
@@ -35,15 +37,24 @@ class KVCache:
         end = self.length + keys.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions requested, cache holds {self.max_len}")
-        self.keys[:, :, self.length : end] = keys
-        self.values[:, :, self.length : end] = values
+        self.keys.narrow(2, self.length, keys.shape[2]).copy_(keys)
+        self.values.narrow(2, self.length, values.shape[2]).copy_(values)
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (beam search: follow each surviving beam's parent)."""
-        self.keys = self.keys.index_select(0, index)
-        self.values = self.values.index_select(0, index)
+        """Keep batch rows ``index`` (beam search: follow each surviving beam's parent).
+
+        Only the filled prefix is moved: a beam step early in a long cache copies a few
+        positions, not ``max_len``.
+        """
+        if index.shape[0] == self.keys.shape[0]:
+            for buffer in (self.keys, self.values):
+                filled = buffer.narrow(2, 0, self.length)
+                filled.copy_(filled.index_select(0, index))  # index_select copies first, so rows may repeat
+        else:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
 
 
 class CrossKVCache:

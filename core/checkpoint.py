@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
+from core.errors import UsageError
 from core.tasks import TASKS, resolve
 from core.training import OptimConfig, TaskModule, dataclass_from_dict
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint file that is missing, unreadable, or not for the command at hand."""
 
 

@@ -64,7 +64,7 @@ class TransformerConfig:
     input_norm: bool = False
     """Normalize the summed input embeddings (BERT's embedding LayerNorm)."""
     final_norm: bool | None = None
-    """Normalize the stack's output; None means 'yes for pre-norm, no for post-norm'."""
+    """Normalize the stack's output; None follows ``norm_position`` (yes for pre-norm, no for post-norm)."""
     rope_base: float = 10000.0
     """Base of the rotary / sinusoidal frequencies."""
 
@@ -90,13 +90,18 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.n_experts must be >= 0, got {self.n_experts}")
         if self.n_experts and not 1 <= self.moe_top_k <= self.n_experts:
             raise ValueError(f"TransformerConfig.moe_top_k={self.moe_top_k} must be in [1, n_experts={self.n_experts}]")
-        if self.final_norm is None:
-            self.final_norm = self.norm_position == "pre"
 
     @property
     def head_dim(self) -> int:
         """Width Dh of one attention head."""
         return self.dim // self.n_heads
+
+    @property
+    def use_final_norm(self) -> bool:
+        """Whether the stack normalizes its output: ``final_norm``, or pre-norm when it is None."""
+        # Resolved here, not in __post_init__, so a config whose norm_position is overridden later
+        # (a YAML over a post-norm default, dataclasses.replace) does not keep the old choice.
+        return self.norm_position == "pre" if self.final_norm is None else self.final_norm
 
     @property
     def hidden_dim(self) -> int:

@@ -10,6 +10,7 @@ then one cached step per new token.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,14 +59,19 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"GenerationConfig.strategy={self.strategy!r} is not one of {list(STRATEGIES)}")
-        if self.temperature <= 0:
-            raise ValueError(f"GenerationConfig.temperature must be > 0, got {self.temperature}")
-        if self.top_k < 1:
-            raise ValueError(f"GenerationConfig.top_k must be >= 1, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"GenerationConfig.top_p must be in (0, 1], got {self.top_p}")
-        if self.beams < 1 or self.max_new_tokens < 0 or self.repetition_penalty <= 0:
-            raise ValueError("GenerationConfig: beams >= 1, max_new_tokens >= 0, repetition_penalty > 0 required")
+        # Written as "not (valid)" so that NaN, which fails every comparison, is rejected too.
+        checks = [
+            ("temperature", 0 < self.temperature < math.inf, "> 0 and finite"),
+            ("top_k", self.top_k >= 1, ">= 1"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("beams", self.beams >= 1, ">= 1"),
+            ("max_new_tokens", self.max_new_tokens >= 0, ">= 0"),
+            ("repetition_penalty", 0 < self.repetition_penalty < math.inf, "> 0 and finite"),
+            ("length_penalty", math.isfinite(self.length_penalty), "finite"),
+        ]
+        for name, valid, expected in checks:
+            if not valid:
+                raise ValueError(f"GenerationConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -161,7 +167,7 @@ def stream_tokens(
         yield next_ids
         new = next_ids[:, None]
         sequence = torch.cat([sequence, new], dim=1)
-        if finished.all():
+        if cfg.eos_id is not None and finished.all():  # checked only when it can happen: a device sync
             return
 
 
@@ -218,13 +224,14 @@ def beam_search(model: CausalModel, prompt: Tensor, cfg: GenerationConfig) -> li
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(n_rows, n_beams * vocab)
         cand_scores, cand_idx = candidates.topk(min(2 * n_beams, n_beams * vocab), dim=-1)  # (B, 2*beams)
-        # Rows already done keep their own (dead, -inf) beams in place.
-        parents = torch.arange(n_rows * n_beams, device=device).view(n_rows, n_beams)
-        tokens = torch.zeros(n_rows, n_beams, dtype=torch.long, device=device)
-        new_scores = torch.full((n_rows, n_beams), float("-inf"), device=device)
-        for row in range(n_rows):
+        # The bookkeeping is plain Python lists (one transfer in, three tensors out per step), not
+        # element-wise tensor writes. Rows already done keep their own (dead, -inf) beams in place.
+        parents = [list(range(row * n_beams, (row + 1) * n_beams)) for row in range(n_rows)]
+        tokens = [[0] * n_beams for _ in range(n_rows)]
+        new_scores = [[float("-inf")] * n_beams for _ in range(n_rows)]
+        for row, (row_scores, row_idx) in enumerate(zip(cand_scores.tolist(), cand_idx.tolist())):
             kept = 0
-            for score, flat in zip(cand_scores[row].tolist(), cand_idx[row].tolist()):
+            for score, flat in zip(row_scores, row_idx):
                 if kept == n_beams or done[row] or score == float("-inf"):
                     break
                 beam, token = divmod(flat, vocab)
@@ -233,18 +240,18 @@ def beam_search(model: CausalModel, prompt: Tensor, cfg: GenerationConfig) -> li
                     new_tokens = [*sequence[parent, prompt_len:].tolist(), token]
                     finished[row].append(Hypothesis(new_tokens, score, rank(score, len(new_tokens))))
                     continue
-                parents[row, kept], tokens[row, kept], new_scores[row, kept] = parent, token, score
+                parents[row][kept], tokens[row][kept], new_scores[row][kept] = parent, token, score
                 kept += 1
             if len(finished[row]) >= n_beams:
-                best_live = new_scores[row].max().item()
+                best_live = max(new_scores[row])
                 worst_kept = min(h.score for h in sorted(finished[row], key=lambda h: -h.score)[:n_beams])
                 done[row] = done[row] or rank(best_live, step + 1) <= worst_kept
         if all(done):
             break
-        scores = new_scores
-        flat_parents = parents.view(-1)
+        scores = torch.tensor(new_scores, device=device)
+        flat_parents = torch.tensor(parents, device=device).view(-1)
         context.cache.reorder(flat_parents)
-        new = tokens.view(-1, 1)
+        new = torch.tensor(tokens, dtype=sequence.dtype, device=device).view(-1, 1)
         sequence = torch.cat([sequence.index_select(0, flat_parents), new], dim=1)
     for row in range(n_rows):
         if done[row]:

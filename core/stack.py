@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from core.attention import AttentionMaps
-from core.block import TransformerBlock, build_norm
+from core.block import TransformerBlock, build_dropout, build_norm
 from core.cache import CrossKVCache, DecoderCache, KVCache, LayerCache
 from core.config import TransformerConfig
 from core.ffn import MixtureOfExperts
@@ -25,11 +25,11 @@ class TransformerStack(nn.Module):
         self.causal, self.cross_attention = causal, cross_attention
         self.positions = build_input_positions(cfg)
         self.input_norm = build_norm(cfg) if cfg.input_norm else nn.Identity()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = build_dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg, causal=causal, cross_attention=cross_attention) for _ in range(cfg.n_layers)
         )
-        self.final_norm = build_norm(cfg) if cfg.final_norm else nn.Identity()
+        self.final_norm = build_norm(cfg) if cfg.use_final_norm else nn.Identity()
 
     def forward(
         self,
@@ -77,7 +77,12 @@ class TransformerStack(nn.Module):
             raise ValueError(f"cache max_len={max_len} exceeds the learned positions' max_seq_len={cfg.max_seq_len}")
         if device is None or dtype is None:
             param = next(self.parameters())
-            device, dtype = device or param.device, dtype or param.dtype
+            device = device or param.device
+            if dtype is None and torch.is_autocast_enabled(torch.device(device).type):
+                # Under autocast the keys and values leave the projections in the autocast dtype;
+                # a cache in the parameters' dtype would convert them twice per step.
+                dtype = torch.get_autocast_dtype(torch.device(device).type)
+            dtype = dtype or param.dtype
         return DecoderCache(
             [
                 LayerCache(

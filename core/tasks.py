@@ -31,6 +31,7 @@ TASKS: dict[str, TaskSpec] = {
     "seq2seq": TaskSpec("text.seq2seq_task:Seq2SeqModule", "text.parallel_data:ParallelDataModule", "translation"),
     "speech": TaskSpec("speech.task:SpeechModule", "speech.data:SpeechDataModule", "Spoken-word transformer (speech)"),
     "speech-cnn": TaskSpec("speech.task:SpeechCNNModule", "speech.data:SpeechDataModule", "CNN baseline (speech)"),
+    "lstm": TaskSpec("text.lstm:LSTMModule", "text.data:TextDataModule", "LSTM language model baseline (text)"),
 }
 
 # name -> (``module:function`` taking argv and returning an exit code, summary)
@@ -40,6 +41,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "collect": ("rl.collect:main", "collect an offline-RL trajectory dataset (.npz) with a behaviour policy"),
     "rollout": ("rl.rollout:main", "play a Decision Transformer checkpoint conditioned on target returns"),
     "translate": ("text.translate:main", "translate sentences or score a test set with a seq2seq checkpoint"),
+    "experiment": ("core.experiment:main", "run a comparison of experiments/comparisons/ end to end, resumably"),
+    "report": ("core.report:main", "regenerate experiments/results/RESULTS.md and plots from the run logs"),
 }
 
 

@@ -5,8 +5,8 @@ labels), so a checkpoint alone can be reloaded."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
-import os
 import typing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
+
+from core.atomic import atomic_open
 
 FORMAT_VERSION = 1
 
@@ -39,13 +41,36 @@ class OptimConfig:
     """Length of warmup + cosine; None uses the trainer's total steps."""
 
 
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full names of the parameters that ``model`` or any submodule lists in ``no_weight_decay()``.
+
+    Each submodule names its own parameters; they are prefixed with its path, as timm does, so a
+    wrapper (a task module around a ViT) needs no forwarding code.
+
+    Raises:
+        ValueError: a listed name is not a parameter of the submodule that lists it.
+    """
+    known = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    names = set()
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "no_weight_decay", None)
+        if not callable(listed):
+            continue
+        full = {name: f"{prefix}.{name}" if prefix else name for name in listed()}
+        unknown = sorted(name for name, path in full.items() if path not in known)
+        if unknown:
+            raise ValueError(f"{type(module).__name__}.no_weight_decay() lists {unknown}, which are not its parameters")
+        names |= set(full.values())
+    return names
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Split parameters into a decayed group (weight matrices) and a non-decayed one.
 
-    Norm weights, biases, embeddings, and any name listed by ``model.no_weight_decay()`` are
-    not decayed: shrinking them toward zero regularizes nothing useful.
+    Norm weights, biases, embeddings, and any name listed by the ``no_weight_decay()`` of the
+    model or a submodule are not decayed: shrinking them toward zero regularizes nothing useful.
     """
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    skip = no_weight_decay_names(model)
     no_decay_modules = (nn.Embedding, nn.LayerNorm, nn.RMSNorm)
     decay, no_decay, seen = [], [], set()
     for module_name, module in model.named_modules():
@@ -82,12 +107,14 @@ def dataclass_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 
 class TaskModule(pl.LightningModule):
-    """Base of every task: holds ``config`` (a dataclass), builds the optimizer, and stores
-    the config plus ``inference_state()`` in every checkpoint under ``"anyformer"``.
+    """Base of every task: holds ``config`` (a dataclass) and the network ``model``, builds the
+    optimizer, takes what inference needs from the training data, and stores the config plus
+    ``inference_state()`` in every checkpoint under ``"anyformer"``.
 
-    Subclasses set ``task_name`` and ``config_class`` and may declare ``data_links``
-    (data-module attribute -> model argument) that the CLI wires up, so sizes known only
-    once the data exists (vocab_size, num_classes) are never typed twice.
+    Subclasses set ``task_name`` and ``self.model``, override ``read_data`` to keep what
+    inference needs, and may declare ``data_links`` (data-module attribute -> model argument)
+    that the CLI wires up, so sizes known only once the data exists (vocab_size, num_classes)
+    are never typed twice.
     """
 
     task_name: ClassVar[str] = ""
@@ -99,6 +126,15 @@ class TaskModule(pl.LightningModule):
         self.optim = optim or OptimConfig()
 
     # -- inference state -------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        if data is not None:  # None when fit was given bare dataloaders
+            self.read_data(data)
+
+    def read_data(self, data: pl.LightningDataModule) -> None:
+        """Keep what inference needs from the attached data module (tokenizer, class names,
+        statistics); called by ``setup`` before every fit, validate, test or predict."""
+
     def inference_state(self) -> dict[str, Any]:
         """JSON-like state, beyond weights and config, that inference needs (tokenizer, labels)."""
         return {}
@@ -107,6 +143,14 @@ class TaskModule(pl.LightningModule):
         """Restore what ``inference_state`` saved."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A finite loss can still give inf gradients and so non-finite weights; refusing to save
+        # them keeps the previous checkpoint as the last good one.
+        broken = [name for name, param in self.named_parameters() if not torch.isfinite(param).all()]
+        if broken:
+            raise FloatingPointError(
+                f"non-finite weights at step {self.global_step} ({', '.join(broken[:3])}"
+                f"{', ...' if len(broken) > 3 else ''}); not saving them, the last saved checkpoint is intact"
+            )
         checkpoint["anyformer"] = {
             "format_version": FORMAT_VERSION,
             "task": self.task_name,
@@ -114,6 +158,25 @@ class TaskModule(pl.LightningModule):
             "optim": dataclasses.asdict(self.optim),
             "inference": self.inference_state(),
         }
+
+    # -- logging ---------------------------------------------------------------------
+    def log(self, name: str, value: Any, *args: Any, sync_dist: bool = True, **kwargs: Any) -> None:
+        """``LightningModule.log`` with ``sync_dist=True`` by default.
+
+        Under DDP each rank sees its own part of a batch or of the validation set; averaging over
+        ranks makes a logged value (and a checkpoint's monitor) describe the whole, not rank 0's
+        part. On one device it changes nothing.
+        """
+        super().log(name, value, *args, sync_dist=sync_dist, **kwargs)
+
+    def log_dict(self, dictionary: Any, *args: Any, sync_dist: bool = True, **kwargs: Any) -> None:
+        """``LightningModule.log_dict`` with ``sync_dist=True`` by default, as :meth:`log`."""
+        super().log_dict(dictionary, *args, sync_dist=sync_dist, **kwargs)
+
+    def on_fit_start(self) -> None:
+        n_parameters = sum(p.numel() for p in self.model.parameters())  # tied weights once
+        for logger in self.loggers:  # the run reports read the model size from its hparams
+            logger.log_hyperparams({"n_parameters": n_parameters})
 
     # -- optimization ----------------------------------------------------------------
     def configure_optimizers(self):
@@ -135,18 +198,20 @@ class TaskModule(pl.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place.
+    """Writes each checkpoint to a temporary file and renames it into place (``core.atomic``).
 
     A process killed mid-save leaves the previous checkpoint untouched instead of a
-    truncated file under its name.
+    truncated file under its name. A save killed by SIGKILL cannot remove its temporary
+    file (``.<name>.<random>.tmp``, which ``--ckpt_path last`` never picks); the next save
+    of the same checkpoint does.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        with atomic_open(path, "wb") as file:
+            torch.save(checkpoint, file)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ArgumentParser, reports_usage_errors
 from rl.envs import MINATAR_NAMESPACE, env_spec_summary, make_env
 from rl.experts import DEFAULT_EPSILON, POLICIES, build_policy, plan_episodes
 from rl.trajectories import Trajectories, save_trajectories
@@ -139,9 +140,9 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Arguments of ``anyformer collect``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="anyformer collect",
         description="Collect an offline-RL trajectory dataset (.npz) with a behaviour policy.",
     )
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_usage_errors("anyformer collect")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``anyformer collect``; print a one-line summary of the saved dataset.
 

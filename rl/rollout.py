@@ -18,8 +18,6 @@ environment whose observations or actions do not match the checkpoint).
 from __future__ import annotations
 
 import argparse
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.atomic import atomic_open
 from core.checkpoint import CheckpointError, load_task
+from core.errors import ArgumentParser, reports_usage_errors
 from rl.envs import env_spec_summary, make_env
 
 PROG = "anyformer rollout"
@@ -202,15 +202,11 @@ def frame_strip(states: Sequence[np.ndarray], env_id: str, max_frames: int = 16)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    """Write an RGB image atomically (temporary file in the same folder, then rename)."""
+    """Write an RGB image atomically (``core.atomic``)."""
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path) as file:
+        Image.fromarray(image).save(file, format="PNG")
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -231,8 +227,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog=PROG, description="Play a Decision Transformer checkpoint conditioned on a target return."
     )
     parser.add_argument("--ckpt", required=True, help="checkpoint written by `anyformer dt fit`")
@@ -271,6 +267,7 @@ def _stats(returns: np.ndarray) -> str:
     return f"mean {returns.mean():.1f} std {returns.std():.1f} (min {returns.min():g}, max {returns.max():g})"
 
 
+@reports_usage_errors(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

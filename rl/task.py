@@ -44,10 +44,8 @@ class DTModule(TaskModule):
         self.env_id: str | None = None
         self.dataset_returns: dict[str, float] = {}
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None:
-            self.env_id, self.dataset_returns = data.env_id, dict(data.return_stats)
+    def read_data(self, data: Any) -> None:
+        self.env_id, self.dataset_returns = data.env_id, dict(data.return_stats)
 
     def inference_state(self) -> dict[str, Any]:
         cfg = self.config
@@ -93,7 +91,3 @@ class DTModule(TaskModule):
         self.log("val_loss", loss, prog_bar=True)
         if accuracy is not None:
             self.log("val_action_acc", accuracy, prog_bar=True)
-
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:
-            logger.log_hyperparams({"n_parameters": self.model.num_parameters()})

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -43,12 +42,15 @@ from typing import Any
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
+from core.atomic import atomic_open
+from core.errors import UsageError
+
 FORMAT_NAME = "anyformer-trajectories"
 FORMAT_VERSION = 1
 ARRAY_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "episode_starts")
 
 
-class TrajectoryFormatError(ValueError):
+class TrajectoryFormatError(UsageError):
     """A file is not a readable trajectory dataset of a supported format version."""
 
 
@@ -206,21 +208,13 @@ def save_trajectories(path: str | os.PathLike[str], trajectories: Trajectories) 
     """
     path = Path(path)
     # Serialize first: metadata that is not JSON fails before any file is created.
-    meta = json.dumps({**trajectories.meta, "format": FORMAT_NAME, "format_version": FORMAT_VERSION})
-    arrays = {name: getattr(trajectories, name) for name in ARRAY_FIELDS}
-    # Not tempfile.mkstemp: its files are private (0600), and os.replace would keep that mode.
-    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp_path, "xb") as tmp:
-            np.savez_compressed(tmp, meta=np.array(meta), **arrays)
-            tmp.flush()
-            # Without fsync the rename can reach the disk before the data, and a crash would
-            # leave an empty file under the final name.
-            os.fsync(tmp.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        meta = json.dumps({**trajectories.meta, "format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    except TypeError as error:
+        raise TypeError(f"cannot save {path}: its meta is not JSON-serializable ({error})") from None
+    arrays = {name: getattr(trajectories, name) for name in ARRAY_FIELDS}
+    with atomic_open(path) as file:
+        np.savez_compressed(file, meta=np.array(meta), **arrays)
     return path
 
 

@@ -6,16 +6,19 @@ torchaudio 2.9, which this project does not install.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from core.errors import UsageError
+
 FIT_MODES = ("center", "random")
 
 
-class AudioError(ValueError):
+class AudioError(UsageError):
     """A file that cannot be used as an audio clip; the message names the file."""
 
 
@@ -34,7 +37,10 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
     Raises:
         AudioError: The file is missing, is not audio, is corrupt, holds no samples, or holds
             NaN/inf samples.
+        ValueError: ``sample_rate`` is not a positive whole number of Hz.
     """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate <= 0:
+        raise ValueError(f"load_audio sample_rate must be a positive int (Hz), got {sample_rate!r}")
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")

@@ -2,7 +2,9 @@
 checkpoint, and draw where the transformer's [CLS] token looks.
 
     anyformer classify --ckpt runs/speech_fsdd/checkpoints/last.ckpt clip.wav --top-k 3 --attention-map map.png
-    python -m speech.classify_audio --ckpt ... clip.wav   # the same, without the dispatcher
+
+The command line (its parser and ``main``) is ``vision.classify``'s, which dispatches here on
+the checkpoint's task.
 
 Each file is read with ``speech.audio.load_audio`` (any rate, any channel count: averaged to
 mono, resampled to the model's rate), then its middle ``duration_s`` is kept (a shorter clip is
@@ -13,22 +15,21 @@ classified, 2 for a bad checkpoint or any unreadable file (the other files are s
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from core.atomic import atomic_open
 from core.attention import AttentionMaps
 from core.checkpoint import CheckpointError, load_task
+from core.errors import UsageError, report
 from core.training import TaskModule
 from speech.audio import AudioError, fit_duration, load_audio
 from speech.model import SpeechTransformer
+from vision.classify import PROG, attention_map_path
 
-PROG = "anyformer classify"
 TASKS = ("speech", "speech-cnn")
 
 
@@ -115,23 +116,8 @@ def save_attention_map(
     )
     fig.colorbar(overlay, ax=ax, label="[CLS] attention (last layer)")
     ax.set(xlabel="time (s)", ylabel="mel band", title=title)
-    out = Path(out)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            fig.savefig(file, format="png")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)  # one line
-
-
-def _map_path(out: str, input_path: str, several: bool) -> Path:
-    path = Path(out)
-    return path.with_name(f"{path.stem}_{Path(input_path).stem}{path.suffix or '.png'}") if several else path
+    with atomic_open(out) as file:
+        fig.savefig(file, format="png")
 
 
 def classify_audio_files(args: argparse.Namespace) -> int:
@@ -147,19 +133,17 @@ def classify_audio_files(args: argparse.Namespace) -> int:
     try:
         module = load_task(args.ckpt, tasks=TASKS)
     except CheckpointError as err:
-        _error(str(err))
-        return 2
+        return report(PROG, err)
     attention_map = getattr(args, "attention_map", None)
     if attention_map and not isinstance(module.model, SpeechTransformer):
-        _error(f"--attention-map needs a 'speech' (transformer) checkpoint; {args.ckpt} is {module.task_name!r}")
-        return 2
+        wrong = f"--attention-map needs a 'speech' (transformer) checkpoint; {args.ckpt} is {module.task_name!r}"
+        return report(PROG, UsageError(wrong))
     status = 0
     for path in args.inputs:
         try:
             wave = load_clip(path, module)
         except AudioError as err:
-            _error(str(err))
-            status = 2
+            status = report(PROG, err)
             continue
         if attention_map:
             spec, heat, logits = cls_attention(module.model, wave)
@@ -170,41 +154,12 @@ def classify_audio_files(args: argparse.Namespace) -> int:
         for name, prob in labels:
             print(f"  {prob:.4f}  {name}")
         if attention_map:
-            out = _map_path(attention_map, path, len(args.inputs) > 1)
+            out = attention_map_path(attention_map, path, len(args.inputs) > 1)
             title = f"{Path(path).name}: {labels[0][0]} ({labels[0][1]:.2f})"
             try:
                 save_attention_map(spec, heat, out, duration_s=module.config.spectrogram.duration_s, title=title)
             except (OSError, ValueError) as err:
-                _error(f"{out}: cannot write the attention map ({err})")
-                status = 2
+                status = report(PROG, UsageError(f"{out}: cannot write the attention map ({err})"))
                 continue
             print(f"  attention map: {out}")
     return status
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Classify audio files with a speech checkpoint.")
-    parser.add_argument(
-        "--ckpt", required=True, help="checkpoint written by `anyformer speech fit` or `speech-cnn fit`"
-    )
-    parser.add_argument("inputs", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG, ...)")
-    parser.add_argument("--top-k", type=int, default=5, help="how many labels to print per file (default 5)")
-    parser.add_argument(
-        "--attention-map", metavar="OUT.png",
-        help="write the log-mel spectrogram with the [CLS] attention overlaid; with several inputs, "
-        "OUT_<input stem>.png per input",
-    )  # fmt: skip
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m speech.classify_audio``: the speech half of ``anyformer classify``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.top_k < 1:
-        parser.error(f"--top-k must be >= 1, got {args.top_k}")
-    return classify_audio_files(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from speech.augment import SpecAugment, SpecAugmentConfig
-from speech.features import LogMelSpectrogram, SpectrogramConfig
+from speech.augment import SpecAugmentConfig
+from speech.features import SpectrogramConfig
+from speech.front_end import SpeechFrontEnd
 
 
 @dataclass
@@ -62,8 +63,7 @@ class SpeechCNN(nn.Module):
     def __init__(self, cfg: SpeechCNNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.front_end = LogMelSpectrogram(cfg.spectrogram)
-        self.spec_augment = SpecAugment(cfg.spec_augment)
+        self.front_end = SpeechFrontEnd(cfg.spectrogram, cfg.spec_augment)
         widths = [1, *cfg.channels]
         self.blocks = nn.Sequential(*(conv_block(a, b) for a, b in itertools.pairwise(widths)))
         self.dropout = nn.Dropout(cfg.dropout)
@@ -71,13 +71,7 @@ class SpeechCNN(nn.Module):
 
     def spectrogram(self, waves: Tensor) -> Tensor:
         """(B, samples) waveforms -> (B, F, T) log-mel features; SpecAugment-masked in training mode."""
-        n_samples = self.cfg.spectrogram.n_samples
-        if waves.ndim != 2 or waves.shape[1] != n_samples:
-            raise ValueError(
-                f"expected waveforms of shape (B, {n_samples}) ({self.cfg.spectrogram.duration_s} s at "
-                f"{self.cfg.spectrogram.sample_rate} Hz; see speech.audio.fit_duration), got {tuple(waves.shape)}"
-            )
-        return self.spec_augment(self.front_end(waves))
+        return self.front_end(waves)
 
     def forward_features(self, spec: Tensor) -> Tensor:
         """(B, F, T) log-mel spectrogram -> (B, C) pooled features."""

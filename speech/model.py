@@ -15,8 +15,9 @@ from core.attention import AttentionMaps
 from core.config import TransformerConfig
 from core.init import init_weights
 from core.stack import Encoder
-from speech.augment import SpecAugment, SpecAugmentConfig
-from speech.features import LogMelSpectrogram, SpectrogramConfig
+from speech.augment import SpecAugmentConfig
+from speech.features import SpectrogramConfig
+from speech.front_end import SpeechFrontEnd
 from speech.tokenizer import SpectrogramTokenizer, patch_grid, to_pair
 
 POOLS = ("cls", "mean")
@@ -83,8 +84,7 @@ class SpeechTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim = cfg.transformer.dim
-        self.front_end = LogMelSpectrogram(cfg.spectrogram)
-        self.spec_augment = SpecAugment(cfg.spec_augment)
+        self.front_end = SpeechFrontEnd(cfg.spectrogram, cfg.spec_augment)
         self.tokenizer = SpectrogramTokenizer(cfg.spectrogram_size, cfg.patch_size, cfg.patch_stride, dim)
         self.encoder = Encoder(cfg.transformer)
         self.head = nn.Linear(dim, cfg.num_classes)
@@ -93,13 +93,7 @@ class SpeechTransformer(nn.Module):
 
     def spectrogram(self, waves: Tensor) -> Tensor:
         """(B, samples) waveforms -> (B, F, T) log-mel features; SpecAugment-masked in training mode."""
-        n_samples = self.cfg.spectrogram.n_samples
-        if waves.ndim != 2 or waves.shape[1] != n_samples:
-            raise ValueError(
-                f"expected waveforms of shape (B, {n_samples}) ({self.cfg.spectrogram.duration_s} s at "
-                f"{self.cfg.spectrogram.sample_rate} Hz; see speech.audio.fit_duration), got {tuple(waves.shape)}"
-            )
-        return self.spec_augment(self.front_end(waves))
+        return self.front_end(waves)
 
     def forward_features(self, spec: Tensor, *, maps: AttentionMaps | None = None) -> Tensor:
         """Contextual tokens after the final norm.

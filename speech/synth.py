@@ -22,14 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchaudio.transforms as AT
 
+from core.atomic import atomic_open
 from speech.augment import add_noise
 from speech.espeak import Utterance, espeak_version, render
 
@@ -168,11 +167,5 @@ def _cache_key(n_per_class: int, seed: int, sample_rate: int) -> str:
 def _save_atomically(obj: object, path: Path) -> None:
     """Write to a temporary file next to ``path`` and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        torch.save(obj, file)

@@ -37,19 +37,17 @@ class SpeechClassifierModule(TaskModule):
             raise ValueError(f"{type(self).__name__}.label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.model = model
         self.label_smoothing = label_smoothing
+        # One metric per split: each accumulates over its own epoch.
+        self.train_acc = MulticlassAccuracy(config.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(config.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(config.num_classes, average="micro")
         self.class_names: list[str] = [str(i) for i in range(config.num_classes)]
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None:  # inference names classes with these
-            names = list(data.class_names)
-            if len(names) != self.config.num_classes:
-                raise ValueError(
-                    f"the data has {len(names)} classes but the model was built for {self.config.num_classes}"
-                )
-            self.class_names = names
+    def read_data(self, data: Any) -> None:
+        names = list(data.class_names)  # inference names classes with these
+        if len(names) != self.config.num_classes:
+            raise ValueError(f"the data has {len(names)} classes but the model was built for {self.config.num_classes}")
+        self.class_names = names
 
     def inference_state(self) -> dict[str, Any]:
         # The spectrogram settings (and normalization) travel in the config: the model needs them to be built.
@@ -58,41 +56,35 @@ class SpeechClassifierModule(TaskModule):
     def load_inference_state(self, state: dict[str, Any]) -> None:
         self.class_names = list(state.get("class_names", self.class_names))
 
-    def no_weight_decay(self) -> set[str]:
-        names = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else set()
-        return {f"model.{name}" for name in names}
-
     def forward(self, waves: Tensor) -> Tensor:
         """(B, samples) waveforms -> (B, num_classes) logits."""
         return self.model(waves)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits = self.model(batch["waveform"])
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
-        self.check_finite(loss)
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", (logits.argmax(-1) == batch["label"]).float().mean())
+    def _step(self, batch: Batch, split: str) -> Tensor:
+        """Log ``<split>_loss`` and ``<split>_acc``; label smoothing applies to training only."""
+        logits, labels = self.model(batch["waveform"]), batch["label"]
+        smoothing = self.label_smoothing if split == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        self.log(f"{split}_loss", loss, prog_bar=split != "test")
+        accuracy = getattr(self, f"{split}_acc")
+        accuracy(logits, labels)
+        self.log(f"{split}_acc", accuracy, prog_bar=split == "val")
         return loss
 
-    def _evaluate(self, batch: Batch, split: str, accuracy: MulticlassAccuracy) -> None:
-        logits = self.model(batch["waveform"])
-        self.log(f"{split}_loss", F.cross_entropy(logits, batch["label"]), prog_bar=split == "val")
-        accuracy(logits, batch["label"])
-        self.log(f"{split}_acc", accuracy, prog_bar=split == "val")
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        self.check_finite(loss)
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """(B, num_classes) class probabilities."""
         return torch.softmax(self.model(batch["waveform"]), dim=-1)
-
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:  # the report reads the size from the run's hparams
-            logger.log_hyperparams({"n_parameters": self.model.num_parameters()})
 
 
 class SpeechModule(SpeechClassifierModule):

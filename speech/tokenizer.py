@@ -45,6 +45,44 @@ def patch_grid(
     return grid, padding  # type: ignore[return-value]
 
 
+def patchify(spec: Tensor, patch: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """Cut spectrograms into the patches the tokenizer projects.
+
+    Args:
+        spec: (B, F, T).
+        patch: (Pf, Pt).
+        stride: (Sf, St).
+
+    Returns:
+        (B, N, Pf*Pt): row-major over the (Gf, Gt) grid, each patch flattened as (band, frame), the
+        spectrogram zero-padded at its high-frequency and late-time edges as in ``patch_grid``.
+    """
+    _, padding = patch_grid(tuple(spec.shape[1:]), patch, stride)  # type: ignore[arg-type]
+    x = F.pad(spec, (0, padding[1], 0, padding[0]))  # (B, F + pad_f, T + pad_t)
+    return F.unfold(x.unsqueeze(1), kernel_size=patch, stride=stride).transpose(1, 2)  # (B, N, Pf*Pt)
+
+
+def unpatchify(patches: Tensor, size: tuple[int, int], patch: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`patchify`: (B, N, Pf*Pt) -> (B, F, T) for an (F, T) ``size``.
+
+    Each cell is the mean of the patches covering it and the padding is dropped, so without
+    overlap (stride = patch) this is the exact inverse; with overlap it is exact up to the
+    rounding of that mean.
+    """
+    grid, padding = patch_grid(size, patch, stride)
+    n_cells = patch[0] * patch[1]
+    if patches.ndim != 3 or patches.shape[1:] != (grid[0] * grid[1], n_cells):
+        raise ValueError(
+            f"patches of shape {tuple(patches.shape)} do not tile a {size[0]}x{size[1]} spectrogram with "
+            f"{patch[0]}x{patch[1]} patches at stride {stride} (expected (B, {grid[0] * grid[1]}, {n_cells}))"
+        )
+    padded = (size[0] + padding[0], size[1] + padding[1])
+    columns = patches.transpose(1, 2)  # (B, Pf*Pt, N)
+    total = F.fold(columns, padded, kernel_size=patch, stride=stride)  # (B, 1, F + pad_f, T + pad_t)
+    count = F.fold(torch.ones_like(columns[:1]), padded, kernel_size=patch, stride=stride)
+    return (total / count)[:, 0, : size[0], : size[1]]
+
+
 class SpectrogramTokenizer(nn.Module):
     """Log-mel spectrogram (B, F, T) -> tokens (B, 1 + N, D): patch projection, [CLS], positions.
 
@@ -86,6 +124,14 @@ class SpectrogramTokenizer(nn.Module):
                 f"expected a spectrogram of shape (B, {self.size[0]}, {self.size[1]}) (B, mel bands, frames), "
                 f"got {tuple(spec.shape)}"
             )
+        # A NaN/inf waveform gives a NaN spectrogram and silently NaN logits; log(mel + eps) of
+        # finite audio is always finite, so this only rejects bad input.
+        if not torch.isfinite(spec).all():
+            bad = int((~torch.isfinite(spec)).flatten(1).any(1).sum())
+            raise ValueError(
+                f"{bad} of {spec.shape[0]} spectrograms hold NaN or infinite values (NaN/inf audio?); "
+                "expected finite waveforms"
+            )
         x = F.pad(spec, (0, self.padding[1], 0, self.padding[0]))  # (B, F + pad_f, T + pad_t)
         x = self.proj(x.unsqueeze(1))  # (B, D, Gf, Gt)
         return x.flatten(2).transpose(1, 2)  # (B, N, D), row-major over (Gf, Gt)
@@ -106,9 +152,6 @@ class SpectrogramTokenizer(nn.Module):
         Returns:
             (B, F, T).
         """
-        b = values.shape[0]
-        grid = values.reshape(b, 1, *self.grid_size).float()  # (B, 1, Gf, Gt)
-        kernel = torch.ones(1, 1, *self.patch_size, device=values.device)
-        total = F.conv_transpose2d(grid, kernel, stride=self.stride)  # (B, 1, F + pad_f, T + pad_t)
-        count = F.conv_transpose2d(torch.ones_like(grid[:1]), kernel, stride=self.stride)
-        return (total / count)[:, 0, : self.size[0], : self.size[1]]
+        n_cells = self.patch_size[0] * self.patch_size[1]
+        patches = values.float()[:, :, None].expand(-1, -1, n_cells)  # (B, N, Pf*Pt): each patch constant
+        return unpatchify(patches, self.size, self.patch_size, self.stride)

@@ -46,7 +46,7 @@ class BertConfig:
     """Dropout on the pooled [CLS] vector before the classification layer."""
     transformer: TransformerConfig = field(default_factory=_bert_transformer)
     """The encoder stack; BERT is post-norm (``norm_position: post``) with ``input_norm: true``.
-    Pre-norm is allowed: set ``norm_position: pre`` and ``final_norm: true``."""
+    Pre-norm is allowed: ``norm_position: pre`` (``final_norm`` then defaults to true)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_segments", "num_classes"):
@@ -56,7 +56,7 @@ class BertConfig:
             raise ValueError(f"BertConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
         if self.transformer.position == "none":
             raise ValueError("BertConfig.transformer.position='none' leaves BERT without word order; use 'learned'")
-        if self.transformer.norm_position == "pre" and not self.transformer.final_norm:
+        if self.transformer.norm_position == "pre" and not self.transformer.use_final_norm:
             logger.warning("BERT with pre-norm blocks and final_norm=false: the heads read an unnormalized stream")
 
 

@@ -58,9 +58,8 @@ class BertPretrainModule(TaskModule):
         self.tokenizer: Any = None
         self.val_mlm_acc, self.val_nsp_acc = MeanMetric(), MeanMetric()
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None and self.tokenizer is None:
+    def read_data(self, data: Any) -> None:
+        if self.tokenizer is None:
             self.tokenizer = data.tokenizer
 
     def inference_state(self) -> dict[str, Any]:
@@ -98,10 +97,6 @@ class BertPretrainModule(TaskModule):
         self.val_mlm_acc.update(mlm_correct)  # token-weighted over the whole split
         self.val_nsp_acc.update(nsp_correct)
         self.log_dict({"val_mlm_acc": self.val_mlm_acc, "val_nsp_acc": self.val_nsp_acc}, prog_bar=True)
-
-    def on_fit_start(self) -> None:
-        for logger_ in self.loggers:
-            logger_.log_hyperparams({"n_parameters": self.model.num_parameters()})
 
 
 class BertClassifierModule(TaskModule):
@@ -159,11 +154,9 @@ class BertClassifierModule(TaskModule):
         self.tokenizer = _tokenizer_from(meta["inference"].get("tokenizer"))
         logger.info("initialized the encoder from %s (%d tensors)", path, len(state))
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None:
-            self.tokenizer = data.tokenizer
-            self.class_names = list(data.class_names)
+    def read_data(self, data: Any) -> None:
+        self.tokenizer = data.tokenizer
+        self.class_names = list(data.class_names)
 
     def inference_state(self) -> dict[str, Any]:
         return {
@@ -201,10 +194,6 @@ class BertClassifierModule(TaskModule):
         self.val_acc.update((logits.argmax(-1) == batch["labels"]).float())
         self.log("val_acc", self.val_acc, prog_bar=True)
 
-    def on_fit_start(self) -> None:
-        for logger_ in self.loggers:
-            logger_.log_hyperparams({"n_parameters": self.model.num_parameters()})
-
 
 def _architecture_mismatches(pretrained: BertConfig, config: BertConfig) -> list[str]:
     """Fields that differ between a pretrained and a fine-tuning config and change weight shapes."""
@@ -213,8 +202,12 @@ def _architecture_mismatches(pretrained: BertConfig, config: BertConfig) -> list
         for name in ("vocab_size", "n_segments")
         if getattr(pretrained, name) != getattr(config, name)
     ]
+    # final_norm=None and its resolved value build the same stack (older checkpoints store the bool).
+    ours_t, theirs_t = (
+        dataclasses.replace(t, final_norm=t.use_final_norm) for t in (config.transformer, pretrained.transformer)
+    )
     for field in dataclasses.fields(config.transformer):
-        ours, theirs = getattr(config.transformer, field.name), getattr(pretrained.transformer, field.name)
+        ours, theirs = getattr(ours_t, field.name), getattr(theirs_t, field.name)
         if field.name not in FINETUNE_FREE_FIELDS and ours != theirs:
             mismatches.append(f"transformer.{field.name}={theirs!r} in the checkpoint but {ours!r} here")
     if config.transformer.max_seq_len > pretrained.transformer.max_seq_len:

@@ -7,7 +7,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from text.atomic import atomic_write_text
+from core.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def load_corpus(source: str) -> str:
     Raises:
         FileNotFoundError: The path does not exist, a folder has no ``.txt`` files, or
             tinyshakespeare is neither on disk nor downloadable.
-        ValueError: A file is not valid UTF-8, or the corpus has no non-whitespace text.
+        ValueError: A file is not valid UTF-8 or holds NUL characters (binary or UTF-16), or the
+            corpus has no non-whitespace text.
     """
     if source == "pydoc":
         text = _pydoc_text()
@@ -79,11 +80,19 @@ def _text_files(path: Path) -> list[Path]:
 def _read_utf8(path: Path) -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(
             f"{path} is not valid UTF-8: undecodable bytes {data[err.start : err.end]!r} at byte offset {err.start}"
         ) from err
+    # NUL is valid UTF-8 but never text: it marks a binary file or UTF-16 ("h\x00e\x00..."), which
+    # would otherwise train a tokenizer on garbage without a word of warning.
+    if "\x00" in text:
+        raise ValueError(
+            f"{path} holds a NUL character at character offset {text.index(chr(0))}: it looks binary or UTF-16; "
+            "expected a UTF-8 text file"
+        )
+    return text
 
 
 def _cache_path() -> Path:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
+import re
 import sys
 
 import torch
 
-from core.checkpoint import CheckpointError, load_task
+from core.checkpoint import load_task
 from core.decoding import STRATEGIES, GenerationConfig, beam_search, stream_tokens
+from core.errors import ArgumentParser, UsageError, reports_usage_errors
+
+PROG = "anyformer generate"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anyformer generate", description="Generate text from a GPT checkpoint.")
-    parser.add_argument(
-        "--ckpt", required=True, help="checkpoint written by `anyformer gpt fit` (e.g. runs/.../last.ckpt)"
-    )
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Generate text from a GPT checkpoint.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of `anyformer gpt fit` or `anyformer lstm fit`")
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="top-k")
     parser.add_argument("--max-new-tokens", type=int, default=200)
@@ -45,21 +46,33 @@ class _Printer:
             self.printed = len(text)
 
 
-def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _as_flags(message: str) -> str:
+    """``GenerationConfig.top_p must be ...`` -> ``--top-p must be ...``: name the option the user typed."""
+    return re.sub(r"GenerationConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+@reports_usage_errors(PROG)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``anyformer generate``; returns the exit code (2: bad input, one line on stderr)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        module = load_task(args.ckpt, tasks=("gpt",))
         cfg = GenerationConfig(
             strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty,
             repetition_penalty=args.repetition_penalty,
-            eos_id=module.tokenizer.eos_id if args.stop_at_eos else None,
         )  # fmt: skip
-        prompt_ids = module.tokenizer.encode(args.prompt) or [module.tokenizer.eos_id]
-    except (CheckpointError, ValueError) as err:
-        parser.error(str(err))
-    model, tokenizer = module.model, module.tokenizer
+    except ValueError as err:
+        raise UsageError(_as_flags(str(err))) from None
+    module = load_task(args.ckpt, tasks=("gpt", "lstm"))  # CheckpointError is a UsageError
+    tokenizer = module.tokenizer
+    if tokenizer is None:
+        raise UsageError(f"{args.ckpt} holds no tokenizer; expected a checkpoint written by `anyformer gpt fit`")
+    cfg.eos_id = tokenizer.eos_id if args.stop_at_eos else None
+    try:
+        prompt_ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
+    except ValueError as err:  # a character the tokenizer cannot encode (char alphabet, lone surrogate)
+        raise UsageError(f"--prompt cannot be encoded by the checkpoint's {tokenizer.kind} tokenizer: {err}") from None
+    model = module.model
     prompt = torch.tensor([prompt_ids])
     if cfg.strategy == "beam":
         for rank, hyp in enumerate(beam_search(model, prompt, cfg)[0]):

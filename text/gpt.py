@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,8 +65,10 @@ class GPT(nn.Module):
         Returns:
             (B, T, V) logits.
         """
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{ids.min()}, {ids.max()}]")
+        if ids.numel() and not torch.compiler.is_compiling():  # a data-dependent check would split the graph
+            low, high = ids.aminmax()  # one reduction and one device sync per call (a decoding step)
+            if bool((low < 0) | (high >= self.cfg.vocab_size)):
+                raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{low}, {high}]")
         hidden = self.decoder(self.token_embedding(ids), mask=mask, cache=cache)
         return self.lm_head(hidden)
 
@@ -95,9 +98,8 @@ class GPTModule(TaskModule):
         self.tokenizer: Any = None
         self.chars_per_token = 1.0
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None and self.tokenizer is None:
+    def read_data(self, data: Any) -> None:
+        if self.tokenizer is None:
             self.tokenizer = data.tokenizer
             self.chars_per_token = data.val_chars_per_token
 
@@ -136,7 +138,3 @@ class GPTModule(TaskModule):
         loss = self._loss(batch)
         self.log("test_loss", loss)
         self.log("test_bpc", loss / math.log(2) / self.chars_per_token)
-
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:  # the report reads the size from the run's hparams
-            logger.log_hyperparams({"n_parameters": self.model.num_parameters()})

@@ -79,9 +79,8 @@ class Seq2SeqModule(TaskModule):
         self._eval: dict[str, Any] = {}
 
     # -- tokenizers ----------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None and self.src_tokenizer is None:
+    def read_data(self, data: Any) -> None:
+        if self.src_tokenizer is None:
             self.src_tokenizer, self.tgt_tokenizer = data.src_tokenizer, data.tgt_tokenizer
 
     def inference_state(self) -> dict[str, Any]:
@@ -212,7 +211,3 @@ class Seq2SeqModule(TaskModule):
             self.log(f"test_bleu_{name}_lc", corpus_bleu(self._eval[name], refs, lowercase=True))
         for hyp, ref in list(zip(self._eval["beam"], refs))[:3]:
             logger.info("reference:   %s\ntranslation: %s", ref, hyp)
-
-    def on_fit_start(self) -> None:
-        for logger_ in self.loggers:
-            logger_.log_hyperparams({"n_parameters": self.model.num_parameters()})

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from text.atomic import atomic_write_text
+from core.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,21 @@ class Tokenizer(Protocol):
         return [self.encode(text) for text in texts]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_state` as JSON; atomic, so a crash never leaves a half-written file."""
-        atomic_write_text(path, json.dumps(self.to_state(), ensure_ascii=False))
+        """Write :meth:`to_state` as JSON; atomic, so a failure or a crash never leaves a half-written file.
+
+        Raises:
+            ValueError: The vocabulary holds a lone surrogate, which has no UTF-8 encoding; ``path``
+                is left as it was.
+        """
+        text = json.dumps(self.to_state(), ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"cannot save the tokenizer to {path}: its vocabulary holds the lone surrogate "
+                f"{text[err.start]!r}, which has no UTF-8 encoding (train it on valid Unicode text)"
+            ) from None
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls: type[_T], path: str | os.PathLike[str]) -> _T:
@@ -383,5 +396,24 @@ def tokenizer_from_state(state: Mapping[str, Any]) -> Tokenizer:
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
-    """Read a tokenizer of any kind written by :meth:`Tokenizer.save`."""
-    return tokenizer_from_state(json.loads(Path(path).read_text(encoding="utf-8")))
+    """Read a tokenizer of any kind written by :meth:`Tokenizer.save`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is not a tokenizer file written by :meth:`Tokenizer.save`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist (expected JSON written by Tokenizer.save)")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"tokenizer file {path} is not UTF-8 JSON written by Tokenizer.save ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"tokenizer file {path} holds a JSON {type(state).__name__}, not a tokenizer state object")
+    try:
+        return tokenizer_from_state(state)
+    except Exception as err:  # a missing field (KeyError), an unknown kind (ValueError), HF's bare Exception
+        raise ValueError(
+            f"tokenizer file {path} is not a valid tokenizer state ({type(err).__name__}: {err})"
+        ) from None

@@ -15,21 +15,21 @@ Exit codes: 0 on success, 2 for usage errors (bad checkpoint, missing or misalig
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 
 from core.checkpoint import CheckpointError, load_task
+from core.errors import ArgumentParser, reports_usage_errors
 from text.parallel_data import read_parallel
 from text.seq2seq_task import corpus_bleu
 
 PROG = "anyformer translate"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Translate with a seq2seq checkpoint.")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Translate with a seq2seq checkpoint.")
     parser.add_argument("--ckpt", required=True, help="checkpoint written by `anyformer seq2seq fit`")
     parser.add_argument("sentences", nargs="*", metavar="SENTENCE", help="source sentences to translate")
     parser.add_argument("--file", help="a UTF-8 file of source sentences, one per line")
@@ -52,9 +52,10 @@ def _read_sentences(path: str) -> list[str]:
         raise ValueError(f"--file {path} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-def main(argv: list[str]) -> int:
+@reports_usage_errors(PROG)
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if (args.eval_src is None) != (args.eval_ref is None):
         parser.error("--eval-src and --eval-ref go together")
     if args.beams < 1 or args.batch_size < 1:

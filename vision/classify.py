@@ -23,6 +23,7 @@ from torch import Tensor
 
 from core.attention import AttentionMaps
 from core.checkpoint import CheckpointError, load_task, read_checkpoint
+from core.errors import ArgumentParser, UsageError, reports_usage_errors
 from vision.patches import check_divisible, to_2tuple
 from vision.rollout import overlay_heatmap, patch_relevance
 
@@ -30,12 +31,18 @@ PROG = "anyformer classify"
 IMAGE_MODES = {1: "L", 3: "RGB"}
 
 
-class InputError(ValueError):
+def _is_wide_mode(mode: str) -> bool:
+    """32-bit int/float and 16-bit gray images (``I``, ``F``, ``I;16*``): PIL clips them to 8 bits
+    when converting to L or RGB, so every pixel above 255 would silently turn white."""
+    return mode in ("I", "F") or mode.startswith("I;")
+
+
+class InputError(UsageError):
     """A file that cannot be classified; the message names it."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Classify files with a checkpoint (ViT: images).")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Classify files with a checkpoint (ViT: images).")
     parser.add_argument("--ckpt", required=True, help="checkpoint of `anyformer vit fit` (e.g. runs/.../last.ckpt)")
     parser.add_argument("inputs", nargs="+", metavar="FILE", help="images (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many labels to print per file (default 5)")
@@ -60,13 +67,21 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None, pa
     """Open an image as the model's channels, resized to (H, W) ``size`` (None: keep its size).
 
     Raises:
-        InputError: missing, corrupt or non-image file, or (keeping the size) a side not divisible by the patch.
+        InputError: missing, corrupt or non-image file, a 16/32-bit or float image, or (keeping the
+            size) a side not divisible by the patch.
     """
     if channels not in IMAGE_MODES:
         raise InputError(f"{path}: the model expects {channels} channels; only 1 (gray) or 3 (RGB) images are read")
     try:
         with Image.open(path) as opened:
+            if _is_wide_mode(opened.mode):
+                raise InputError(
+                    f"{path}: image mode {opened.mode!r} (16-bit, 32-bit or float pixels) is not supported; "
+                    "expected an 8-bit image (gray, RGB, RGBA or palette)"
+                )
             image = opened.convert(IMAGE_MODES[channels])  # reads (and so checks) every pixel
+    except InputError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
     if size is None:
@@ -86,7 +101,8 @@ def to_tensor(image: Image.Image, mean: list[float], std: list[float]) -> Tensor
     return ((pixels - mean_t) / std_t)[None]
 
 
-def _map_path(out: str, input_path: str, several: bool) -> Path:
+def attention_map_path(out: str, input_path: str, several: bool) -> Path:
+    """Where the attention map of ``input_path`` goes: ``out``, or ``OUT_<input stem>.png`` with several inputs."""
     path = Path(out)
     return path.with_name(f"{path.stem}_{Path(input_path).stem}{path.suffix or '.png'}") if several else path
 
@@ -115,7 +131,7 @@ def classify_images(args: argparse.Namespace) -> int:
         if maps is not None:
             grid = check_divisible((image.height, image.width), cfg.patch_size)
             heat = patch_relevance(maps.self_attn, grid, cfg.pool)[0]
-            out = _map_path(args.attention_map, path, len(args.inputs) > 1)
+            out = attention_map_path(args.attention_map, path, len(args.inputs) > 1)
             try:
                 overlay_heatmap(image, heat).save(out)
             except (OSError, ValueError) as err:
@@ -147,6 +163,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+@reports_usage_errors(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``anyformer classify``; returns the exit code."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)

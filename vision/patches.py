@@ -149,13 +149,20 @@ class PatchTokenizer(nn.Module):
             self.register_buffer("sin_table", table, persistent=False)
 
     def check_images(self, images: Tensor) -> tuple[int, int]:
-        """The patch grid of ``images``; ValueError naming the shape when it cannot be tokenized."""
+        """The patch grid of ``images``; ValueError naming the shape (or the NaN/inf pixels) when it
+        cannot be tokenized."""
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected images of shape (B, {self.in_channels}, H, W) "
                 f"({self.in_channels} channel{'s' if self.in_channels > 1 else ''}), got {tuple(images.shape)}"
             )
-        return check_divisible(tuple(images.shape[-2:]), self.patch_size)
+        grid = check_divisible(tuple(images.shape[-2:]), self.patch_size)
+        # A NaN pixel would silently turn every logit of its image into NaN. The check costs one
+        # reduction over the pixels; training already syncs on the loss every step.
+        if not torch.isfinite(images).all():
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            raise ValueError(f"{bad} of {images.shape[0]} images hold NaN or infinite pixels; expected finite values")
+        return grid
 
     def positions(self, grid: tuple[int, int]) -> Tensor:
         """(1, 1 + Gh*Gw, D) positions, [CLS] first, for a (Gh, Gw) patch grid."""

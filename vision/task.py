@@ -47,10 +47,9 @@ class ViTModule(TaskModule):
         self.mean: list[float] = [0.0] * config.in_channels
         self.std: list[float] = [1.0] * config.in_channels
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None:  # what inference needs to preprocess images and name classes
-            self.class_names, self.mean, self.std = list(data.class_names), list(data.mean), list(data.std)
+    def read_data(self, data: Any) -> None:
+        # what inference needs to preprocess images and name classes
+        self.class_names, self.mean, self.std = list(data.class_names), list(data.mean), list(data.std)
 
     def inference_state(self) -> dict[str, Any]:
         return {"class_names": self.class_names, "mean": self.mean, "std": self.std}
@@ -58,9 +57,6 @@ class ViTModule(TaskModule):
     def load_inference_state(self, state: dict[str, Any]) -> None:
         self.class_names = list(state.get("class_names", self.class_names))
         self.mean, self.std = list(state.get("mean", self.mean)), list(state.get("std", self.std))
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"model.{name}" for name in self.model.no_weight_decay()}
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) normalized images -> (B, num_classes) logits."""
@@ -92,7 +88,3 @@ class ViTModule(TaskModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """(B, num_classes) class probabilities."""
         return torch.softmax(self.model(batch[0]), dim=-1)
-
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:  # the report reads the size from the run's hparams
-            logger.log_hyperparams({"n_parameters": self.model.num_parameters()})

@@ -89,3 +89,31 @@ def test_causal_mask_with_offset_and_merge():
         causal_mask(5, 2)
     with pytest.raises(ValueError, match=r"\(B, Tk\) bool"):
         padding_mask(torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_fully_masked_query_rows_give_zeros_on_both_paths(cross):
+    """A query that may attend to nothing: zero weights and a zero attention output (only
+    out_proj's bias remains), identical on the SDPA and the explicit path, with finite gradients."""
+    _, ours = _pair(cross=cross)
+    x = torch.randn(2, 5, D, requires_grad=True)
+    memory = torch.randn(2, 6, D) if cross else None
+    n_keys = 6 if cross else 5
+    mask = torch.rand(2, 1, 5, n_keys) > 0.3
+    mask[..., 0] = True  # every row keeps a key ...
+    mask[0, :, 2] = False  # ... except query 2 of the first sequence
+    mask[1] = False  # and every query of the second (all of its keys are padding)
+    blocked = ~mask.any(-1).expand(2, H, 5)  # (B, H, Tq)
+    maps: list = []
+    slow = ours(x, memory=memory, mask=mask, maps=maps)
+    fast = ours(x, memory=memory, mask=mask)
+    (probs,) = maps
+    assert torch.isfinite(slow).all() and torch.isfinite(probs).all()
+    torch.testing.assert_close(slow, fast, atol=1e-5, rtol=0)
+    assert (probs[blocked] == 0).all()
+    torch.testing.assert_close(probs.sum(-1)[~blocked], torch.ones(int((~blocked).sum())))
+    bias_only = ours.out_proj.bias.expand(2, 5, D)
+    torch.testing.assert_close(slow[0, 2], bias_only[0, 2])
+    torch.testing.assert_close(slow[1], bias_only[1])
+    slow.sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -1,6 +1,10 @@
+import dataclasses
+
 import pytest
+from torch import nn
 
 from core import TransformerConfig
+from core.stack import Encoder
 
 
 @pytest.mark.parametrize(
@@ -23,7 +27,13 @@ def test_bad_configuration_names_the_field_and_the_allowed_values(overrides, mes
         TransformerConfig(**overrides)
 
 
-def test_final_norm_defaults_follow_norm_position():
-    assert TransformerConfig(norm_position="pre").final_norm is True
-    assert TransformerConfig(norm_position="post").final_norm is False
+def test_final_norm_none_follows_norm_position_even_after_an_override():
+    post = TransformerConfig(norm_position="post")
+    assert post.final_norm is None and post.use_final_norm is False
+    switched = dataclasses.replace(post, norm_position="pre")  # what a YAML over a post-norm default does
+    assert switched.use_final_norm is True
+    assert isinstance(Encoder(switched).final_norm, nn.LayerNorm)
+    assert isinstance(Encoder(post).final_norm, nn.Identity)
+    assert TransformerConfig(norm_position="pre", final_norm=False).use_final_norm is False  # explicit wins
+    assert TransformerConfig(norm_position="post", final_norm=True).use_final_norm is True
     assert TransformerConfig(dim=64, n_heads=8).head_dim == 8

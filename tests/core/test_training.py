@@ -2,11 +2,21 @@ import itertools
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from core import TransformerConfig
-from core.training import AtomicCheckpointIO, OptimConfig, dataclass_from_dict, param_groups, warmup_cosine
+from core.training import (
+    AtomicCheckpointIO,
+    OptimConfig,
+    TaskModule,
+    dataclass_from_dict,
+    param_groups,
+    warmup_cosine,
+)
 from tests.core.conftest import TinyLM
 
 
@@ -22,6 +32,62 @@ def test_param_groups_decay_only_weight_matrices():
     assert not any(n.endswith(".bias") or "norm" in n or "embedding" in n or "positions" in n for n in decayed)
     assert "decoder.blocks.0.attn.out_proj.weight" not in decayed
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def _group_names(module: nn.Module) -> tuple[set[str], set[str]]:
+    """(decayed, not decayed) parameter names of ``param_groups(module)``."""
+    decay, no_decay = param_groups(module, weight_decay=0.1)
+    names = {id(p): n for n, p in module.named_parameters()}
+    return {names[id(p)] for p in decay["params"]}, {names[id(p)] for p in no_decay["params"]}
+
+
+def _vit_config():
+    from vision.vit import ViTConfig
+
+    return ViTConfig(
+        image_size=8, patch_size=4, transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, position="none")
+    )
+
+
+def test_no_weight_decay_of_a_submodule_reaches_param_groups_with_its_prefix():
+    """The ViT lists its [CLS] token and position table; wrappers that forward nothing still see them."""
+    from vision.task import ViTModule
+    from vision.vit import ViT
+
+    assert not hasattr(ViTModule, "no_weight_decay")  # no forwarding code
+    for module, prefix in [
+        (ViTModule(_vit_config()), "model."),
+        (nn.ModuleDict({"backbone": ViT(_vit_config())}), "backbone."),
+    ]:
+        decayed, kept = _group_names(module)
+        assert {f"{prefix}tokenizer.cls_token", f"{prefix}tokenizer.pos_embed"} <= kept
+        assert {f"{prefix}tokenizer.proj.weight", f"{prefix}head.weight"} <= decayed
+        assert len(decayed) + len(kept) == len(list(module.parameters()))
+
+
+def test_gpt_decays_exactly_its_linear_matrices_and_the_tied_embedding_once():
+    from text.gpt import GPTConfig, GPTModule
+
+    module = GPTModule(GPTConfig(vocab_size=40, transformer=TransformerConfig(dim=16, n_layers=2, n_heads=2)))
+    decayed, kept = _group_names(module)
+    matrices = {
+        f"model.decoder.blocks.{i}.{name}.weight"
+        for i in range(2)
+        for name in ("attn.qkv_proj", "attn.out_proj", "mlp.fc1", "mlp.fc2")
+    }
+    assert decayed == matrices
+    everything = {name for name, _ in module.named_parameters()}  # the tied lm_head.weight is listed once
+    assert kept == everything - matrices
+    assert "model.token_embedding.weight" in kept and "model.lm_head.weight" not in everything
+
+
+def test_no_weight_decay_naming_a_missing_parameter_is_an_error():
+    model = TinyLM()
+    model.decoder.no_weight_decay = lambda: {"blocks.0.attn.nope"}
+    with pytest.raises(
+        ValueError, match=r"Decoder\.no_weight_decay\(\) lists \['blocks\.0\.attn\.nope'\], which are not"
+    ):
+        param_groups(model, 0.1)
 
 
 def test_warmup_cosine_schedule_shape():
@@ -68,3 +134,40 @@ def test_init_scales_residual_projections():
     assert model.decoder.blocks[0].attn.qkv_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert model.decoder.blocks[0].mlp.fc2.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)
     assert isinstance(model.decoder.blocks[0].norm1, nn.LayerNorm)
+
+
+class _LabelledData(pl.LightningDataModule):
+    class_names = ("cat", "dog")
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(4, 3), torch.tensor([0, 1, 0, 1])), batch_size=2)
+
+
+class _Classifier(TaskModule):
+    task_name = "toy"
+
+    def __init__(self) -> None:
+        super().__init__(config=None, optim=OptimConfig(warmup_steps=1))
+        self.model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+        self.model[1].weight = self.model[0].weight  # tied: counted once
+        self.class_names: list[str] = []
+
+    def read_data(self, data) -> None:
+        self.class_names = list(data.class_names)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self.model(batch[0]), batch[1])
+
+
+def test_task_module_keeps_what_the_data_module_gives_and_logs_its_size(tmp_path):
+    task = _Classifier()
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(task, datamodule=_LabelledData())
+    assert task.class_names == ["cat", "dog"]
+    assert logger.experiment.hparams["n_parameters"] == 3 * 3 + 3 + 3  # one shared matrix, two biases
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    bare = _Classifier()
+    trainer.fit(bare, train_dataloaders=_LabelledData().train_dataloader())  # no data module: nothing to read
+    assert bare.class_names == []

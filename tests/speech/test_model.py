@@ -7,6 +7,7 @@ from core.config import TransformerConfig
 from core.training import param_groups
 from speech.cnn import SpeechCNN, SpeechCNNConfig
 from speech.features import LogMelSpectrogram, SpectrogramConfig
+from speech.front_end import SpeechFrontEnd
 from speech.model import SpeechConfig, SpeechTransformer
 from speech.task import SpeechCNNModule, SpeechModule
 
@@ -31,9 +32,13 @@ def test_config_validation_names_the_field():
     assert cfg.spectrogram_size == (32, 51) and cfg.grid_size == (3, 12) and cfg.num_patches == 36
 
 
-def test_front_end_is_the_log_mel_of_the_config_and_spec_augment_only_trains():
+@pytest.mark.parametrize("kind", ["transformer", "cnn"])
+def test_both_models_share_one_front_end_with_the_weight_names_of_older_checkpoints(kind):
     torch.manual_seed(0)
-    model = SpeechTransformer(tiny_config())
+    cnn_config = SpeechCNNConfig(num_classes=5, spectrogram=SPECTROGRAM, channels=[4, 8])
+    model = SpeechTransformer(tiny_config()) if kind == "transformer" else SpeechCNN(cnn_config)
+    assert type(model.front_end) is SpeechFrontEnd
+    assert {"front_end.mel.spectrogram.window", "front_end.mel.mel_scale.fb"} <= set(model.state_dict())
     waves = 0.1 * torch.randn(3, SPECTROGRAM.n_samples)
     model.eval()
     torch.testing.assert_close(model.spectrogram(waves), LogMelSpectrogram(SPECTROGRAM)(waves))
@@ -41,6 +46,8 @@ def test_front_end_is_the_log_mel_of_the_config_and_spec_augment_only_trains():
     model.train()
     masked = model.spectrogram(waves)
     assert (masked != LogMelSpectrogram(SPECTROGRAM)(waves)).any()
+    with pytest.raises(ValueError, match=r"\(B, 4000\).*0.5 s at 8000 Hz.*got \(4000,\)"):
+        model(waves[0])
 
 
 def test_forward_shapes_and_waveform_length_check():

@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from core.checkpoint import load_task, read_checkpoint
@@ -16,12 +17,12 @@ from core.cli import main as cli_main
 from core.config import TransformerConfig
 from speech.audio import AudioError, fit_duration
 from speech.classify_audio import classify_audio, classify_audio_files, cls_attention
-from speech.classify_audio import main as classify_main
 from speech.cnn import SpeechCNNConfig
 from speech.data import SpeechDataModule
 from speech.model import SpeechConfig
 from speech.synth import DIGIT_WORDS
 from speech.task import SpeechCNNModule, SpeechModule
+from vision.classify import main as classify_main
 
 EXPERIMENTS = sorted(Path("experiments/speech").glob("*.yaml"))
 RATE = 8000
@@ -112,6 +113,20 @@ def test_fit_trains_and_the_checkpoint_carries_config_front_end_and_labels(train
         torch.testing.assert_close(restored(waves), module(waves))
 
 
+def test_validation_and_test_log_the_unsmoothed_loss_and_the_accuracy_of_the_split(trained, data):
+    module, _, _ = trained  # trained with label_smoothing=0.1, which evaluation must not apply
+    batches = list(data.val_dataloader())
+    with torch.no_grad():
+        logits = torch.cat([module(batch["waveform"]) for batch in batches])
+    labels = torch.cat([batch["label"] for batch in batches])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (val,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    assert val["val_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-5)
+    assert val["val_acc"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+    (test,) = trainer.test(module, dataloaders=data.val_dataloader(), verbose=False)
+    assert test == {"test_loss": val["val_loss"], "test_acc": val["val_acc"]}
+
+
 def test_classify_fits_each_clip_to_the_window_like_validation(trained, clips):
     module, ckpt, _ = trained
     restored = load_task(ckpt)
@@ -156,11 +171,11 @@ def test_bad_files_are_named_and_exit_2_while_good_ones_are_classified(trained, 
     assert err.count("\n") == 1 and str(clips["corrupt"]) in err and err.startswith("anyformer classify: error:")
     assert str(clips["tone"]) in out and len(out.strip().splitlines()) == 3  # the path and two labels
 
+    # The same through `anyformer classify`, which dispatches on the checkpoint's task.
     assert classify_main(["--ckpt", str(ckpt), str(clips["tone"])]) == 0
+    assert str(clips["tone"]) in capsys.readouterr().out
     assert classify_main(["--ckpt", str(clips["text"]), str(clips["tone"])]) == 2  # not a checkpoint
-    with pytest.raises(SystemExit) as exit_info:
-        classify_main(["--ckpt", str(ckpt), str(clips["tone"]), "--top-k", "0"])
-    assert exit_info.value.code == 2
+    assert classify_main(["--ckpt", str(ckpt), str(clips["tone"]), "--top-k", "0"]) == 2
 
 
 def test_attention_map_png_and_cls_attention(trained, clips, tmp_path, capsys):

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 from torch import nn
 
 from core import TransformerConfig
@@ -129,11 +130,21 @@ def test_mlm_decoder_is_the_token_embedding_and_decays_once():
 
 def test_bert_defaults_are_post_norm_with_embedding_norm():
     cfg = BertConfig().transformer
-    assert (cfg.norm_position, cfg.input_norm, cfg.position, cfg.activation, cfg.final_norm) == (
+    assert (cfg.norm_position, cfg.input_norm, cfg.position, cfg.activation, cfg.use_final_norm) == (
         "post", True, "learned", "gelu", False,
     )  # fmt: skip
     model = BertModel(BertConfig())
     assert isinstance(model.encoder.input_norm, nn.LayerNorm) and isinstance(model.encoder.final_norm, nn.Identity)
+
+
+def test_cli_override_of_norm_position_alone_switches_the_final_norm():
+    """BERT's default stack is post-norm; a config that only says ``norm_position: pre`` gets a final norm."""
+    parser = ArgumentParser()
+    parser.add_argument("--config", type=BertConfig, default=BertConfig())
+    parsed = parser.parse_args(["--config.transformer.norm_position", "pre"])
+    config = parser.instantiate_classes(parsed).config
+    assert config.transformer.norm_position == "pre" and config.transformer.use_final_norm
+    assert isinstance(BertModel(config).encoder.final_norm, nn.LayerNorm)
 
 
 @pytest.mark.parametrize(

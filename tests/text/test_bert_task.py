@@ -2,9 +2,8 @@
 classification from the fine-tuned checkpoint alone, and the errors of init_from."""
 
 import argparse
-import csv
+import dataclasses
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import torch
 
 from core.checkpoint import CheckpointError, load_task
 from core.cli import main as cli_main
+from tests.helpers import read_metrics, run_cli
 from text.bert import BertConfig
 from text.bert_data import TextClassificationDataModule
-from text.bert_task import BertClassifierModule
+from text.bert_task import BertClassifierModule, _architecture_mismatches
 from text.classify_text import classify_text, classify_text_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,18 +32,8 @@ def _sentence(rng: random.Random, label: int) -> str:
     return f"the {rng.choice(['film', 'play', 'book'])} was {word} and the cast was {word} too"
 
 
-def _run(workdir: Path, args: list[str]) -> None:
-    cwd = Path.cwd()
-    try:
-        os.chdir(workdir)
-        cli_main(args)
-    finally:
-        os.chdir(cwd)
-
-
 def _metrics(run: Path, column: str) -> list[float]:
-    with (run / "metrics.csv").open() as file:
-        return [float(row[column]) for row in csv.DictReader(file) if row.get(column)]
+    return read_metrics(run / "metrics.csv").get(column, [])
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +47,14 @@ def runs(tmp_path_factory):
         labels = [i % 2 for i in range(n)]
         rows = "".join(f"{_sentence(rng, y)}\t{y}\n" for y in labels)
         (workdir / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    _run(workdir, [
+    run_cli(workdir, [
         "bert", "fit", "--config", str(EXPERIMENTS / "bert_tiny_demo.yaml"), *TINY,
         "--data.source", "corpus.txt", "--data.vocab_size", "300", "--data.max_seq_len", "40",
         "--data.batch_size", "16", "--trainer.max_steps", "120", "--trainer.val_check_interval", "60",
         "--model.optim.warmup_steps", "5", "--model.optim.lr", "3e-3",
     ])  # fmt: skip
     pretrained = workdir / "runs" / "bert_tiny_demo"
-    _run(workdir, [
+    run_cli(workdir, [
         "bert-classify", "fit", "--config", str(EXPERIMENTS / "bert_tiny_demo_finetune.yaml"), *TINY,
         "--data.source", "files", "--data.train_path", "train.tsv", "--data.val_path", "val.tsv",
         "--data.class_names", "[negative, positive]", "--data.max_seq_len", "32",
@@ -158,3 +148,18 @@ def test_every_bert_config_parses(name, capsys):
         cli_main([task, "fit", "--config", str(EXPERIMENTS / name), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "transformer:" in capsys.readouterr().out
+
+
+def test_a_stored_final_norm_bool_matches_its_unresolved_default():
+    """Older checkpoints store final_norm resolved to a bool; None builds the same stack, so it is no mismatch."""
+    config = BertConfig(vocab_size=50)
+    stored = dataclasses.replace(config, transformer=dataclasses.replace(config.transformer, final_norm=False))
+    assert _architecture_mismatches(stored, config) == []
+    pre_norm = dataclasses.replace(stored, transformer=dataclasses.replace(stored.transformer, norm_position="pre"))
+    assert _architecture_mismatches(pre_norm, config) == [
+        "transformer.norm_position='pre' in the checkpoint but 'post' here"
+    ]
+    explicit = dataclasses.replace(config, transformer=dataclasses.replace(config.transformer, final_norm=True))
+    assert _architecture_mismatches(explicit, config) == [
+        "transformer.final_norm=True in the checkpoint but False here"
+    ]

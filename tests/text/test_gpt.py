@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from core.checkpoint import CheckpointError, load_task
-from core.cli import main as cli_main
 from core.decoding import GenerationConfig, generate
+from tests.helpers import read_metrics, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,30 +29,17 @@ def trained_checkpoint(tmp_path_factory):
         "--trainer.max_steps", "30", "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir),
     ]  # fmt: skip
-    cwd = Path.cwd()
-    try:
-        import os
-
-        os.chdir(workdir)
-        cli_main(args)
-    finally:
-        os.chdir(cwd)
+    run_cli(workdir, args)
     return workdir / "runs" / "gpt_demo"
 
 
 def test_fit_writes_metrics_and_checkpoints(trained_checkpoint):
     assert (trained_checkpoint / "checkpoints" / "last.ckpt").is_file()
-    metrics = (trained_checkpoint / "metrics.csv").read_text().splitlines()
-    header = metrics[0].split(",")
-    val_losses = [
-        float(row.split(",")[header.index("val_loss")])
-        for row in metrics[1:]
-        if row.split(",")[header.index("val_loss")]
-    ]
+    metrics = read_metrics(trained_checkpoint / "metrics.csv")
+    val_losses = metrics["val_loss"]
     assert len(val_losses) == 2
     assert val_losses[-1] < math.log(300)  # learned something beyond a uniform guess
-    bpc = [row.split(",")[header.index("val_bpc")] for row in metrics[1:] if row.split(",")[header.index("val_bpc")]]
-    assert float(bpc[-1]) < val_losses[-1] / math.log(2)  # BPE tokens span more than one character
+    assert metrics["val_bpc"][-1] < val_losses[-1] / math.log(2)  # BPE tokens span more than one character
 
 
 def test_checkpoint_alone_generates(trained_checkpoint):

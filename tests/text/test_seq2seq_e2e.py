@@ -1,10 +1,8 @@
 """Seq2seq end to end: a short fit through the CLI, test metrics, then `anyformer translate`
 from the checkpoint alone."""
 
-import csv
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from core.checkpoint import load_task
 from core.cli import main as cli_main
+from tests.helpers import read_metrics, run_cli
 from text.parallel_data import synthetic_pairs
 from text.seq2seq_task import corpus_bleu
 
@@ -27,48 +26,29 @@ TINY = [
 ]  # fmt: skip
 
 
-def _in(workdir: Path, args: list[str]) -> None:
-    cwd = Path.cwd()
-    try:
-        os.chdir(workdir)
-        cli_main(args)
-    finally:
-        os.chdir(cwd)
-
-
-def _metrics(path: Path) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    with open(path) as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                if value:
-                    out.setdefault(key, []).append(float(value))
-    return out
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """30 optimizer steps of the demo config (shrunk), validated twice, then `test` on its checkpoint."""
     workdir = tmp_path_factory.mktemp("seq2seq")
     fit = ["seq2seq", "fit", "--config", str(DEMO), *TINY, "--trainer.max_steps", "30",
            "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2"]  # fmt: skip
-    _in(workdir, fit)
+    run_cli(workdir, fit)
     run = workdir / "runs" / "seq2seq_demo"
     shutil.copy(run / "metrics.csv", run / "fit_metrics.csv")  # kept: `test` must not touch the fit's log
     test = ["seq2seq", "test", "--config", str(DEMO), *TINY, "--trainer.limit_test_batches", "1",
             "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]  # fmt: skip
-    _in(workdir, test)
+    run_cli(workdir, test)
     return run
 
 
 def test_fit_and_test_log_loss_perplexity_and_bleu(run):
-    metrics = _metrics(run / "fit_metrics.csv")
+    metrics = read_metrics(run / "fit_metrics.csv")
     assert len(metrics["val_loss"]) == 2 and len(metrics["val_bleu"]) == 2
     for loss, ppl in zip(metrics["val_loss"], metrics["val_ppl"]):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
     assert metrics["val_loss"][-1] < min(5.0, metrics["val_loss"][0])  # uniform guess: ln(400) = 5.99
     assert (run / "metrics.csv").read_text() == (run / "fit_metrics.csv").read_text()
-    metrics = _metrics(run / "test" / "metrics.csv")  # validate/test log into runs/<name>/<subcommand>/
+    metrics = read_metrics(run / "test" / "metrics.csv")  # validate/test log into runs/<name>/<subcommand>/
     for name in ("test_loss", "test_bleu_greedy", "test_bleu_beam", "test_bleu_greedy_lc", "test_bleu_beam_lc"):
         assert len(metrics[name]) == 1 and 0.0 <= metrics[name][0] <= 100.0
 
@@ -142,7 +122,7 @@ def test_multi30k_config_runs_one_step(tmp_path, caplog):
             "--data.source", str(MULTI30K.resolve()), "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
             "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     with caplog.at_level(logging.INFO):
-        _in(tmp_path, args)
+        run_cli(tmp_path, args)
     assert "trained byte-level BPE with 8000 tokens" in caplog.text  # one shared vocabulary, as configured
     assert "train split train: 29000 pairs" in caplog.text and "val split val: 1014 pairs" in caplog.text
     assert "cropped" not in caplog.text  # max_source_len / max_target_len 64 fit every Multi30k sentence

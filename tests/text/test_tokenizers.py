@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import text.atomic
+import core.atomic
 from text.corpus import load_corpus
 from text.tokenizers import (
     DEFAULT_SPECIALS,
@@ -167,6 +167,13 @@ def test_load_rejects_a_file_of_another_kind(bpe: BPETokenizer, tmp_path: Path) 
         CharTokenizer.load(path)
 
 
+def test_saved_tokenizer_is_readable_by_others_like_any_new_file(char: CharTokenizer, tmp_path: Path) -> None:
+    """Not the 0600 of a bare mkstemp: a tokenizer shared with a colleague must stay readable."""
+    (tmp_path / "reference.json").write_text("{}")
+    char.save(tmp_path / "tokenizer.json")
+    assert (tmp_path / "tokenizer.json").stat().st_mode == (tmp_path / "reference.json").stat().st_mode
+
+
 def test_failed_save_leaves_the_previous_file_untouched(
     bpe: BPETokenizer, char: CharTokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,7 +184,7 @@ def test_failed_save_leaves_the_previous_file_untouched(
     def crash(fd: int) -> None:  # the new content is half on its way to disk
         raise OSError("disk full")
 
-    monkeypatch.setattr(text.atomic.os, "fsync", crash)
+    monkeypatch.setattr(core.atomic.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         bpe.save(path)
     assert path.read_bytes() == before

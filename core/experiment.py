@@ -1,0 +1,127 @@
+"""``anyformer experiment NAME``: run every run of a comparison, skipping what is already done.
+
+Each run is a subprocess ``anyformer <task> fit --config ... --run-name <name> [overrides]``, so a
+crash in one run cannot leave state behind in the next, and each writes ``runs/<name>/run.json``.
+A run whose record says ``finished`` is skipped; one with a ``last.ckpt`` but no finished record
+resumes (``--ckpt_path last``); a ``then: [test]`` step reruns only if the fit is newer than its
+last test. Rerunning the same command after an interruption therefore continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import run_record
+from core.comparison import (
+    COMPARISONS_DIR,
+    Comparison,
+    RunSpec,
+    command_line,
+    comparison_path,
+    load_comparison,
+    same_command,
+)
+from core.errors import ArgumentParser, UsageError, reports_usage_errors
+
+RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the plan and what to do with it."""
+
+    label: str
+    argv: list[str]
+    action: str
+    """``run``, ``resume`` or ``skip``."""
+    reason: str
+    creates: str | None = None
+    """For a setup step, the file it must create."""
+
+
+def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
+    record = run_record.read_record(runs_dir / spec.name)
+    planned = spec.fit_argv()
+    if record is not None and record.get("argv") and not same_command(record["argv"], planned):
+        raise UsageError(
+            f"{runs_dir / spec.name} holds a run made by `{command_line(record['argv'])}`, not by this "
+            f"comparison's `{command_line(planned)}`; delete that folder or give the run another name"
+        )
+    if record is not None and record.get("status") == "finished":
+        return Step(spec.name, planned, "skip", f"finished {record['ended']}")
+    if spec.checkpoint(runs_dir).is_file():
+        if record is None:  # every fit writes run.json before its first checkpoint
+            raise UsageError(
+                f"{runs_dir / spec.name} has a last.ckpt but no run.json (made before run records existed, or "
+                "by hand), so its command and code version are unknown; move that folder away to rerun the run"
+            )
+        return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
+    return Step(spec.name, planned, "run", "not run yet")
+
+
+def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
+    record = run_record.read_record(runs_dir / spec.name) if fit.action == "skip" else None
+    tested = record is not None and "test" in record and record["test"]["ended"] >= record["ended"]
+    if tested:
+        return Step(f"{spec.name} test", spec.test_argv(), "skip", f"tested {record['test']['ended']}")
+    return Step(f"{spec.name} test", spec.test_argv(), "run", "after the fit")
+
+
+def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | None = None) -> list[Step]:
+    """The commands ``anyformer experiment`` would run, in order, each with its action.
+
+    Raises:
+        UsageError: ``only`` names a run the comparison lacks, or a run folder was made by another command.
+    """
+    specs = [comparison.run(name) for name in only] if only else list(comparison.runs)
+    steps = []
+    for setup in comparison.setup:
+        done = Path(setup.creates).exists()
+        action = "skip" if done else "run"
+        steps.append(Step("setup", setup.argv(), action, f"creates {setup.creates}", creates=setup.creates))
+    for spec in specs:
+        fit = _fit_step(spec, runs_dir)
+        steps.append(fit)
+        if "test" in spec.then:
+            steps.append(_test_step(spec, fit, runs_dir))
+    return steps
+
+
+def execute(step: Step) -> int:
+    """Run one ``anyformer ...`` command in a child Python; return its exit status."""
+    return subprocess.run([sys.executable, "-m", "core.cli", *step.argv[1:]], check=False).returncode
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="anyformer experiment",
+        description="Run a comparison of experiments/comparisons/ end to end; finished runs are skipped, "
+        "interrupted ones resume from last.ckpt.",
+    )
+    parser.add_argument("name", help="comparison name (experiments/comparisons/NAME.yaml) or a .yaml path")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    parser.add_argument("--only", action="append", metavar="RUN", help="run only this run (repeatable)")
+    parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
+    return parser
+
+
+@reports_usage_errors("anyformer experiment")
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    comparison = load_comparison(comparison_path(args.name, args.comparisons))
+    steps = plan(comparison, RUNS_DIR, args.only)
+    print(f"# anyformer experiment {comparison.name}: {comparison.title}")
+    for number, step in enumerate(steps, 1):
+        print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
+        if args.dry_run or step.action == "skip":
+            continue
+        if (status := execute(step)) != 0:
+            print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
+            return 1
+        if step.creates is not None and not Path(step.creates).exists():
+            print(f"anyformer experiment: `{command_line(step.argv)}` did not create {step.creates}", file=sys.stderr)
+            return 1
+    return 0

@@ -1,0 +1,247 @@
+"""``anyformer report``: result tables and learning curves, generated from the run logs alone.
+
+For every comparison in ``experiments/comparisons/`` it reads ``runs/<name>/run.json`` (written by
+``core.callbacks.RunRecord``) and ``runs/<name>/metrics.csv`` (CSVLogger) of each declared run and
+writes one section of ``RESULTS.md`` plus one ``<comparison>.png``. Nothing depends on the time of
+the report itself (the stamps are the runs' own dates), so rerunning gives the same bytes.
+
+A table cell is a run fact or a metric:
+
+- ``params``, ``wall_s`` (fit seconds, WallClock), ``step``, ``device`` (GPU or CPU threads),
+  ``threads``, ``status``: from run.json;
+- any other key (``val_bpc``, ``test_acc``, ...): the run's final value, from run.json's metrics,
+  else the last value in metrics.csv.
+
+A run without a finished record made by the declared command is listed as not run, never filled in.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import run_record
+from core.atomic import atomic_write_text
+from core.comparison import COMPARISONS_DIR, Comparison, RunSpec, TableSpec, all_comparisons, command_line, same_command
+from core.errors import ArgumentParser, UsageError, reports_usage_errors
+
+RESULTS_FILE = "RESULTS.md"
+MISSING = "—"
+
+
+@dataclass
+class RunResult:
+    """What the logs hold about one declared run."""
+
+    spec: RunSpec
+    record: dict[str, Any] | None
+    problem: str | None
+    """Why the run cannot back a table row (``not run``, ``not finished (failed)``, ...), else None."""
+    last_logged: dict[str, float] = field(default_factory=dict)
+    """Column of metrics.csv -> its last non-empty value."""
+    curve: list[tuple[int, float | None, float]] = field(default_factory=list)
+    """(step, wall_s, value) of every logged value of the plotted metric."""
+
+
+def read_metrics_csv(path: Path, metric: str) -> tuple[dict[str, float], list[tuple[int, float | None, float]]]:
+    """Last value of every column, and the (step, wall_s, value) points of ``metric``."""
+    last, curve = {}, []
+    if not path.is_file():
+        return last, curve
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            last.update({key: float(value) for key, value in row.items() if key and value})
+            if row.get(metric):
+                wall = float(row["wall_s"]) if row.get("wall_s") else None
+                curve.append((int(float(row["step"])), wall, float(row[metric])))
+    return last, curve
+
+
+def load_result(spec: RunSpec, runs_dir: Path, metric: str) -> RunResult:
+    run_dir = runs_dir / spec.name
+    record = run_record.read_record(run_dir)
+    if record is None:
+        return RunResult(spec, None, "not run")
+    if record.get("status") != "finished":
+        return RunResult(spec, record, f"not finished ({record.get('status')})")
+    if not same_command(record.get("argv", []), spec.fit_argv()):
+        return RunResult(spec, record, "not run (its folder holds another command's run)")
+    last, curve = read_metrics_csv(run_dir / "metrics.csv", metric)
+    return RunResult(spec, record, None, last, curve)
+
+
+def _device(record: dict[str, Any]) -> str:
+    machine = record["machine"]
+    return machine["gpu"] or f"CPU, {machine['torch_threads']} threads"
+
+
+FACTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "params": lambda record: f"{record['params']:,}",
+    "wall_s": lambda record: f"{record['wall_s']:.0f}" if record["wall_s"] is not None else MISSING,
+    "step": lambda record: str(record["step"]),
+    "device": _device,
+    "threads": lambda record: str(record["machine"]["torch_threads"]),
+    "status": lambda record: str(record["status"]),
+}
+
+
+def cell(result: RunResult, column: str) -> str:
+    """The text of one table cell (fixed formats, so reports diff cleanly)."""
+    if column in FACTS:
+        return FACTS[column](result.record)
+    value = result.record["metrics"].get(column, result.last_logged.get(column))
+    return MISSING if value is None else f"{value:.4f}"
+
+
+def _date(iso: str) -> str:
+    return iso.replace("T", " ")[:16] + " UTC"
+
+
+def _machine(record: dict[str, Any]) -> str:
+    machine = record["machine"]
+    gpu = machine["gpu"] or "no GPU"
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, {gpu} "
+        f"({machine['platform']}, torch {machine['torch']})"
+    )
+
+
+def _commit(record: dict[str, Any]) -> str:
+    git = record["git"]
+    if git["commit"] is None:
+        return "unknown (not a git checkout)"
+    return f"`{git['commit'][:10]}`" + (" + uncommitted changes" if git["dirty"] else "")
+
+
+def _grouped(results: list[RunResult], describe: Callable[[dict[str, Any]], str]) -> str:
+    """One value if every run shares it, else each value followed by its runs."""
+    groups: dict[str, list[str]] = {}
+    for result in results:
+        groups.setdefault(describe(result.record), []).append(result.spec.name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
+
+
+def stamp(results: list[RunResult]) -> list[str]:
+    """Commit, machine and dates of the runs behind a table."""
+    backed = [result for result in results if result.problem is None]
+    if not backed:
+        return ["No run of this table has finished yet."]
+    started = min(result.record["started"] for result in backed)
+    ended = max(result.record["ended"] for result in backed)
+    return [
+        f"- Commit: {_grouped(backed, _commit)}",
+        f"- Machine: {_grouped(backed, _machine)}",
+        f"- Dates: {_date(started)} to {_date(ended)}",
+    ]
+
+
+def render_table(table: TableSpec, results: dict[str, RunResult]) -> list[str]:
+    rows = [results[name] for name in table.rows]
+    lines = [f"### {table.title}", "", "| run | " + " | ".join(table.columns) + " |"]
+    lines.append("|---" * (len(table.columns) + 1) + "|")
+    for result in rows:
+        if result.problem is None:
+            cells = [cell(result, column) for column in table.columns]
+        else:
+            cells = [result.problem] + [MISSING] * (len(table.columns) - 1)
+        lines.append(f"| {result.spec.name} | " + " | ".join(cells) + " |")
+    return [*lines, "", *stamp(rows), ""]
+
+
+def render_comparison(comparison: Comparison, results: dict[str, RunResult], plot_file: str | None) -> str:
+    lines = [f"## {comparison.name}: {comparison.title}", ""]
+    if comparison.description:
+        lines += [comparison.description, ""]
+    lines += [f"Run it all (finished runs are skipped): `anyformer experiment {comparison.name}`. One by one:", ""]
+    lines += [f"    {command_line(setup.argv())}" for setup in comparison.setup]
+    for spec in comparison.runs:
+        lines.append(f"    {command_line(spec.fit_argv())}")
+        if "test" in spec.then:
+            lines.append(f"    {command_line(spec.test_argv())}")
+    lines.append("")
+    for table in comparison.tables:
+        lines += render_table(table, results)
+    if plot_file is not None:
+        lines += [f"![{comparison.plot} learning curves of {comparison.name}]({plot_file})", ""]
+    else:
+        lines += [f"No {comparison.plot} learning curve logged yet.", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(comparison: Comparison, results: dict[str, RunResult], path: Path) -> bool:
+    """Draw the plotted metric of every backed run against steps and against wall-clock seconds.
+
+    Returns:
+        False (and writes nothing) when no backed run logged the metric.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display needed
+
+    curves = {name: result.curve for name, result in results.items() if result.problem is None and result.curve}
+    if not curves:
+        return False
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    by_step, by_wall = figure.subplots(1, 2, sharey=True)
+    for name, curve in curves.items():
+        by_step.plot([step for step, _, _ in curve], [value for _, _, value in curve], marker=".", label=name)
+        timed = [(wall, value) for _, wall, value in curve if wall is not None]
+        by_wall.plot([wall for wall, _ in timed], [value for _, value in timed], marker=".", label=name)
+    by_step.set(xlabel="step", ylabel=comparison.plot)
+    by_wall.set(xlabel="wall-clock seconds of fit (wall_s)")
+    by_step.legend(fontsize="small")
+    figure.suptitle(f"{comparison.name}: {comparison.title}")
+    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp in the file
+    return True
+
+
+def write_report(comparisons: list[Comparison], runs_dir: Path, out_dir: Path) -> list[Path]:
+    """Write RESULTS.md and one PNG per comparison that has curves; return the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections, written = [], []
+    for comparison in comparisons:
+        results = {spec.name: load_result(spec, runs_dir, comparison.plot) for spec in comparison.runs}
+        png = out_dir / f"{comparison.name}.png"
+        if plot_curves(comparison, results, png):
+            written.append(png)
+        else:
+            png.unlink(missing_ok=True)  # a stale figure would show runs no longer backed
+        sections.append(render_comparison(comparison, results, png.name if png in written else None))
+    header = [
+        "# Results",
+        "",
+        "Generated by `anyformer report` from the run logs (`runs/<run>/run.json`, `runs/<run>/metrics.csv`) of",
+        "the comparisons declared in `experiments/comparisons/`. Do not edit: rerun the experiment and the report.",
+        f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
+        "listed as such, never filled in.",
+        "",
+    ]
+    results_md = out_dir / RESULTS_FILE
+    atomic_write_text(results_md, "\n".join(itertools.chain(header, sections)).rstrip("\n") + "\n")
+    return [results_md, *written]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="anyformer report",
+        description="Regenerate RESULTS.md and the learning-curve PNGs from the run logs of every comparison.",
+    )
+    parser.add_argument("--runs", default="runs", help="folder holding the run folders")
+    parser.add_argument("--out", default="experiments/results", help="folder for RESULTS.md and the PNGs")
+    parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
+    return parser
+
+
+@reports_usage_errors("anyformer report")
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    comparisons = all_comparisons(args.comparisons)
+    if not comparisons:
+        raise UsageError(f"--comparisons {args.comparisons} holds no comparison (*.yaml) files")
+    for path in write_report(comparisons, Path(args.runs), Path(args.out)):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,34 @@
+"""The input stage every speech model shares: waveform clips -> log-mel spectrogram -> SpecAugment.
+
+It lives in the model, so a checkpoint carries the spectrogram settings (and the normalization
+measured on the training set) and inference needs nothing but audio files.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from speech.augment import SpecAugment, SpecAugmentConfig
+from speech.features import LogMelSpectrogram, SpectrogramConfig
+
+
+class SpeechFrontEnd(LogMelSpectrogram):
+    """(B, samples) waveforms of the configured clip length -> (B, F, T) log-mel features,
+    SpecAugment-masked in training mode (the identity after ``.eval()``).
+
+    A ``LogMelSpectrogram`` subclass rather than a wrapper so the weights' names
+    (``front_end.mel.*``) stay those of checkpoints written before it existed.
+    """
+
+    def __init__(self, spectrogram: SpectrogramConfig, spec_augment: SpecAugmentConfig) -> None:
+        super().__init__(spectrogram)
+        self.spec_augment = SpecAugment(spec_augment)
+
+    def forward(self, waves: Tensor) -> Tensor:
+        n_samples = self.config.n_samples
+        if waves.ndim != 2 or waves.shape[1] != n_samples:
+            raise ValueError(
+                f"expected waveforms of shape (B, {n_samples}) ({self.config.duration_s} s at "
+                f"{self.config.sample_rate} Hz; see speech.audio.fit_duration), got {tuple(waves.shape)}"
+            )
+        return self.spec_augment(super().forward(waves))

@@ -1,0 +1,83 @@
+"""Comparison YAML files: the repository's load, and mistakes in one are clear errors."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.comparison import all_comparisons, load_comparison, same_command
+from core.config import TransformerConfig
+from core.errors import UsageError
+from core.tasks import TASKS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_repository_comparison_loads_with_existing_configs_and_known_fields():
+    comparisons = all_comparisons(REPO / "experiments/comparisons", root=REPO)
+    assert {c.name for c in comparisons} >= {"gpt_shakespeare", "gpt_ablations", "suite"}
+    transformer_fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    commands: dict[str, list[str]] = {}
+    for comparison in comparisons:
+        for run in comparison.runs:
+            assert (REPO / run.config).is_file() and run.task in TASKS
+            for override in run.overrides:  # a misspelt ablation field would only fail at run time
+                if override.startswith("--model.config.transformer."):
+                    assert override.split(".")[3].split("=")[0] in transformer_fields, override
+            # A run shared by comparisons is one folder: it must be the same command everywhere.
+            assert same_command(commands.setdefault(run.name, run.fit_argv()), run.fit_argv()), run.name
+
+
+def _write(tmp_path: Path, **changes) -> Path:
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    raw = {
+        "title": "t",
+        "runs": [
+            {"name": "one", "task": "gpt", "config": "a.yaml"},
+            {"name": "two", "task": "gpt", "config": "a.yaml"},
+        ],
+        "tables": [{"title": "x", "columns": ["val_loss"]}],
+    }
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump(raw | changes))
+    return path
+
+
+def test_defaults_and_commands(tmp_path):
+    comparison = load_comparison(_write(tmp_path), root=tmp_path)
+    assert comparison.name == "cmp" and comparison.plot == "val_loss"
+    assert comparison.tables[0].rows == ("one", "two")  # every run by default
+    run = comparison.runs[0]
+    assert run.fit_argv() == ["anyformer", "gpt", "fit", "--config", "a.yaml", "--run-name", "one"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"runs": [{"name": "one", "task": "nope", "config": "a.yaml"}]}, r"runs\[0\]\.task 'nope' is not one of"),
+        ({"runs": [{"name": "one", "task": "gpt", "config": "b.yaml"}]}, r"runs\[0\]\.config b\.yaml does not exist"),
+        ({"runs": [{"name": "a/b", "task": "gpt", "config": "a.yaml"}]}, "must be a plain folder name"),
+        ({"runs": [{"name": "one", "task": "gpt", "config": "a.yaml", "then": ["x"]}]}, r"then \['x'\] may only"),
+        ({"runs": [{"name": "one", "task": "gpt", "config": "a.yaml", "extra": 1}]}, r"unknown keys \['extra'\]"),
+        ({"tables": [{"title": "x", "rows": ["three"], "columns": ["a"]}]}, r"rows \['three'\] are not runs"),
+        ({"tables": [{"title": "x", "columns": []}]}, "must name at least one column"),
+        ({"setup": [{"command": "rm -rf /", "creates": "x"}]}, "must be an `anyformer ...` command"),
+    ],
+)
+def test_mistakes_are_one_clear_error(tmp_path, changes, message):
+    with pytest.raises(UsageError, match=message):
+        load_comparison(_write(tmp_path, **changes), root=tmp_path)
+
+
+def test_duplicate_run_names_are_rejected(tmp_path):
+    run = {"name": "one", "task": "gpt", "config": "a.yaml"}
+    with pytest.raises(UsageError, match="run names must be unique"):
+        load_comparison(_write(tmp_path, runs=[run, run]), root=tmp_path)
+
+
+def test_same_command_ignores_only_the_run_name_and_the_resume_checkpoint():
+    planned = ["anyformer", "gpt", "fit", "--config", "a.yaml", "--run-name", "one", "--x=1"]
+    assert same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--x=1", "--ckpt_path", "last"], planned)
+    assert same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--run-name=one", "--x=1"], planned)
+    assert not same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--x=2"], planned)

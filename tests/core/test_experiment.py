@@ -1,0 +1,146 @@
+"""anyformer experiment: the plan (run / resume / skip) and a real two-run comparison end to end."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core import experiment, report
+from core.comparison import load_comparison
+from core.errors import UsageError
+from core.run_record import read_record, write_record
+from tests.helpers import read_metrics
+
+
+def _comparison(root: Path, runs: list[dict], **extra) -> Path:
+    (root / "comparisons").mkdir(exist_ok=True)
+    path = root / "comparisons" / "toy.yaml"
+    tables = [{"title": "Toy table", "columns": ["val_loss", "val_bpc", "params", "step"]}]
+    path.write_text(yaml.safe_dump({"title": "Toy", "runs": runs, "tables": tables} | extra, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def planned(tmp_path, monkeypatch):
+    """Two declared runs (the second tested after its fit) in an empty repository-like folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    runs = [{"name": "one", "task": "gpt", "config": "a.yaml"},
+            {"name": "two", "task": "vit", "config": "a.yaml", "overrides": ["--x=1"], "then": ["test"]}]  # fmt: skip
+    setup = [{"command": "anyformer collect --out data.npz", "creates": "data.npz"}]
+    return load_comparison(_comparison(tmp_path, runs, setup=setup))
+
+
+def _record(spec, **fields) -> None:
+    record = {"format": 1, "argv": spec.fit_argv(), "status": "finished", "started": "2026-01-01T00:00:00Z",
+              "ended": "2026-01-01T01:00:00Z", "metrics": {}} | fields  # fmt: skip
+    write_record(Path("runs") / spec.name, record)
+
+
+def _checkpoint(spec) -> None:
+    spec.checkpoint().parent.mkdir(parents=True, exist_ok=True)
+    spec.checkpoint().write_bytes(b"weights")
+
+
+def _actions(comparison, **kwargs) -> list[tuple[str, str]]:
+    return [(step.label, step.action) for step in experiment.plan(comparison, Path("runs"), **kwargs)]
+
+
+def test_fresh_runs_run_and_setup_runs_until_its_file_exists(planned):
+    assert _actions(planned) == [("setup", "run"), ("one", "run"), ("two", "run"), ("two test", "run")]
+    Path("data.npz").write_bytes(b"")
+    assert _actions(planned)[0] == ("setup", "skip")
+
+
+def test_finished_runs_are_skipped_unfinished_ones_with_a_checkpoint_resume(planned):
+    one, two = planned.runs
+    _record(one)
+    _record(two, status="failed")
+    _checkpoint(two)
+    steps = experiment.plan(planned, Path("runs"))
+    assert [(s.label, s.action) for s in steps[1:]] == [("one", "skip"), ("two", "resume"), ("two test", "run")]
+    assert steps[2].argv == [*two.fit_argv(), "--ckpt_path", "last"]
+    assert steps[3].argv[-2:] == ["--ckpt_path", "runs/two/checkpoints/last.ckpt"]
+
+
+def test_test_step_reruns_only_when_the_fit_is_newer_than_the_last_test(planned):
+    two = planned.runs[1]
+    _record(two, test={"ended": "2026-01-01T02:00:00Z"})
+    assert _actions(planned, only=["two"]) == [("setup", "run"), ("two", "skip"), ("two test", "skip")]
+    _record(two, test={"ended": "2025-12-31T00:00:00Z"})
+    assert _actions(planned, only=["two"])[-1] == ("two test", "run")
+
+
+def test_a_folder_of_another_command_or_without_record_is_refused(planned):
+    one, two = planned.runs
+    _record(one, argv=[*one.fit_argv(), "--x=2"])
+    with pytest.raises(UsageError, match=r"runs/one holds a run made by .* not by this comparison.s"):
+        experiment.plan(planned, Path("runs"))
+    _checkpoint(two)
+    with pytest.raises(UsageError, match=r"runs/two has a last\.ckpt but no run\.json"):
+        experiment.plan(planned, Path("runs"), only=["two"])
+    with pytest.raises(UsageError, match="has no run 'three'"):
+        experiment.plan(planned, Path("runs"), only=["three"])
+
+
+def test_dry_run_prints_the_commands_and_runs_nothing(planned, capsys, monkeypatch):
+    monkeypatch.setattr(experiment, "execute", lambda step: pytest.fail(f"ran {step.argv}"))
+    assert experiment.main(["toy", "--comparisons", "comparisons", "--dry-run", "--only", "one"]) == 0
+    out = capsys.readouterr().out
+    assert "anyformer gpt fit --config a.yaml --run-name one" in out and "run-name two" not in out
+
+
+def test_unknown_comparison_is_a_usage_error(planned, capsys):
+    assert experiment.main(["nope", "--comparisons", "comparisons"]) == 2
+    assert "no comparison 'nope'" in capsys.readouterr().err
+
+
+def _tiny_config(path: Path, corpus: Path, model: dict) -> str:
+    path.write_text(yaml.safe_dump({
+        "seed_everything": 1,
+        "trainer": {"max_steps": 6, "val_check_interval": 3, "limit_val_batches": 1, "log_every_n_steps": 1,
+                    "accelerator": "cpu", "enable_progress_bar": False},
+        "model": {"config": model},
+        "data": {"source": str(corpus), "tokenizer": "char", "context_len": 16, "batch_size": 4,
+                 "train_batches_per_epoch": 100, "val_batches": 1},
+    }))  # fmt: skip
+    return path.name
+
+
+def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 60)
+    runs = [
+        {"name": "gpt_tiny", "task": "gpt",
+         "config": _tiny_config(tmp_path / "gpt.yaml", corpus, {"transformer": {"dim": 16, "n_layers": 1}})},
+        {"name": "lstm_tiny", "task": "lstm", "config": _tiny_config(tmp_path / "lstm.yaml", corpus, {"dim": 16}),
+         "overrides": ["--model.config.n_layers=1"]},
+    ]  # fmt: skip
+    _comparison(tmp_path, runs)
+    assert experiment.main(["toy", "--comparisons", "comparisons"]) == 0
+
+    for name in ("gpt_tiny", "lstm_tiny"):
+        record = read_record(tmp_path / "runs" / name)
+        logged = read_metrics(tmp_path / "runs" / name / "metrics.csv")
+        assert record["status"] == "finished" and record["step"] == 6
+        assert record["metrics"]["val_loss"] == pytest.approx(logged["val_loss"][-1])
+        assert record["wall_s"] >= logged["wall_s"][-1] > 0
+        hparams = yaml.safe_load((tmp_path / "runs" / name / "hparams.yaml").read_text())
+        assert record["params"] == hparams["n_parameters"]  # the model's own count, logged at fit start
+    assert read_record(tmp_path / "runs" / "lstm_tiny")["argv"][-1] == "--model.config.n_layers=1"
+
+    before = {name: (tmp_path / "runs" / name / "run.json").read_bytes() for name in ("gpt_tiny", "lstm_tiny")}
+    capsys.readouterr()
+    assert experiment.main(["toy", "--comparisons", "comparisons"]) == 0  # everything finished: nothing runs
+    assert capsys.readouterr().out.count("skip ") == 2
+    assert {name: (tmp_path / "runs" / name / "run.json").read_bytes() for name in before} == before
+
+    assert report.main(["--comparisons", "comparisons", "--out", "results"]) == 0
+    text = (tmp_path / "results" / "RESULTS.md").read_text()
+    for name in ("gpt_tiny", "lstm_tiny"):
+        bpc = read_metrics(tmp_path / "runs" / name / "metrics.csv")["val_bpc"][-1]
+        assert f"| {name} | " in text and f" {bpc:.4f} " in text
+        assert math.isfinite(bpc)
+    assert (tmp_path / "results" / "toy.png").is_file()

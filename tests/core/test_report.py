@@ -1,0 +1,118 @@
+"""anyformer report: tables and curves from synthetic run folders (run.json + metrics.csv)."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.report import MISSING, RESULTS_FILE, main
+
+MACHINE = {"platform": "Linux-x", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": None,
+           "torch": "2.0", "python": "3.11"}  # fmt: skip
+
+
+def fit_argv(name: str, *overrides: str) -> list[str]:
+    return ["anyformer", "gpt", "fit", "--config", "exp.yaml", "--run-name", name, *overrides]
+
+
+def make_run(runs: Path, name: str, *, curve=(), argv=None, **fields) -> dict:
+    """A run folder as RunRecord and CSVLogger leave it; ``curve`` is [(step, wall_s, val_bpc, val_acc)]."""
+    record = {
+        "format": 1, "run_name": name, "task": "gpt", "argv": argv or fit_argv(name), "config": ["exp.yaml"],
+        "git": {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": False}, "machine": MACHINE,
+        "started": "2026-11-23T10:00:00Z", "ended": "2026-11-23T10:05:00Z", "status": "finished",
+        "step": 100, "params": 1234, "wall_s": 12.3456, "metrics": {"val_bpc": 2.345678},
+    } | fields  # fmt: skip
+    (runs / name).mkdir(parents=True)
+    (runs / name / "run.json").write_text(json.dumps(record))
+    with open(runs / name / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "step", "train_loss", "val_acc", "val_bpc", "wall_s"])
+        for step, wall, bpc, acc in curve:
+            writer.writerow([0, step - 1, 1.5, "", "", ""])  # a training row: no val metrics
+            writer.writerow([0, step, "", acc, bpc, wall])
+    return record
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A repository-like folder: a config, a comparison of three runs, and a runs/ folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.yaml").write_text("seed_everything: 1\n")
+    (tmp_path / "comparisons").mkdir()
+    runs = [{"name": n, "task": "gpt", "config": "exp.yaml"} for n in ("alpha", "beta", "gamma")]
+    runs[1]["overrides"] = ["--trainer.max_steps=7"]
+    comparison = {
+        "title": "Toy comparison", "description": "Three runs.", "plot": "val_bpc", "runs": runs,
+        "tables": [{"title": "Main", "columns": ["val_bpc", "val_acc", "test_acc", "params", "wall_s", "device"]},
+                   {"title": "Alpha only", "rows": ["alpha"], "columns": ["step", "status"]}],
+    }  # fmt: skip
+    (tmp_path / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    (tmp_path / "runs").mkdir()
+    return tmp_path
+
+
+def report(workspace: Path) -> str:
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 0
+    return (workspace / "results" / RESULTS_FILE).read_text()
+
+
+def row(text: str, name: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def test_rerunning_or_deleting_and_rerunning_gives_the_same_bytes(workspace):
+    runs = workspace / "runs"
+    make_run(runs, "alpha", curve=[(10, 1.0, 3.0, 0.5), (20, 2.0, 2.5, 0.6)])
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), curve=[(10, 1.5, 2.9, 0.4)])
+    first = report(workspace)
+    png = workspace / "results" / "toy.png"
+    assert png.is_file() and "![val_bpc learning curves of toy](toy.png)" in first
+    assert report(workspace) == first
+    (workspace / "results" / RESULTS_FILE).unlink()
+    png.unlink()
+    assert report(workspace) == first and png.is_file()
+
+
+def test_cells_come_from_the_run_record_else_the_last_logged_value(workspace):
+    runs = workspace / "runs"
+    record = make_run(runs, "alpha", curve=[(10, 1.0, 3.0, 0.5), (20, 2.0, 2.5, 0.625)])
+    text = report(workspace)
+    val_bpc, val_acc, test_acc, params, wall_s, device = row(text, "alpha")
+    assert val_bpc == f"{record['metrics']['val_bpc']:.4f}"  # the record wins over the CSV's 2.5
+    assert val_acc == f"{0.625:.4f}"  # not in the record: the last value metrics.csv holds
+    assert test_acc == MISSING
+    assert params == f"{record['params']:,}" and wall_s == f"{record['wall_s']:.0f}"
+    assert device == f"CPU, {MACHINE['torch_threads']} threads"
+    assert "| alpha | 100 | finished |" in text  # the second table
+    assert "anyformer experiment toy" in text
+    assert "    anyformer gpt fit --config exp.yaml --run-name beta --trainer.max_steps=7" in text
+
+
+def test_missing_unfinished_or_foreign_runs_are_listed_never_filled_in(workspace):
+    runs = workspace / "runs"
+    make_run(runs, "alpha", status="failed", metrics={"val_bpc": 9.87654})
+    make_run(runs, "beta", metrics={"val_bpc": 8.76543})  # made without the declared override
+    text = report(workspace)
+    assert row(text, "alpha") == ["not finished (failed)"] + [MISSING] * 5
+    assert row(text, "beta")[0].startswith("not run (") and row(text, "gamma") == ["not run"] + [MISSING] * 5
+    assert "9.8765" not in text and "8.7654" not in text
+    assert "No run of this table has finished yet." in text
+    assert not (workspace / "results" / "toy.png").exists()  # no backed curve, no figure
+
+
+def test_stamp_names_commit_machine_and_dates_of_the_runs_behind_each_table(workspace):
+    runs = workspace / "runs"
+    make_run(runs, "alpha", started="2026-11-23T09:00:00Z", ended="2026-11-23T09:30:00Z")
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), ended="2026-11-23T11:15:00Z",
+             git={"commit": "f" * 40, "dirty": True})  # fmt: skip
+    text = report(workspace)
+    main_table = text.split("### Main", 1)[1].split("###", 1)[0]
+    assert "`0123456789` (alpha)" in main_table and "`ffffffffff` + uncommitted changes (beta)" in main_table
+    assert "Test CPU, 2 cores, 2 torch threads, no GPU" in main_table
+    assert "2026-11-23 09:00 UTC to 2026-11-23 11:15 UTC" in main_table
+    alpha_table = text.split("### Alpha only", 1)[1]
+    assert "- Commit: `0123456789`\n" in alpha_table and "to 2026-11-23 09:30 UTC" in alpha_table

@@ -1,0 +1,180 @@
+"""RunRecord: runs/<name>/run.json says what ran, where, and how it ended."""
+
+import datetime
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from core.callbacks import RunRecord, WallClock
+from core.run_record import config_paths, read_record
+
+REPO = Path(__file__).resolve().parents[2]
+ARGV = ["anyformer", "toy", "fit", "--config", "experiments/toy.yaml", "--run-name", "toy"]
+
+
+def _data(seed: int) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 3, generator=generator)
+    return TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]]))
+
+
+class Regression(pl.LightningModule):
+    """y = x w on fixed data; logs val_loss and test_loss, the metrics a task logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(3, 1)
+
+    def loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.net(x), y)
+
+    def training_step(self, batch, batch_idx):
+        return self.loss(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss(batch))
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", self.loss(batch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(_data(0), batch_size=8)  # 4 steps per epoch
+
+    def val_dataloader(self):
+        return DataLoader(_data(1), batch_size=32)
+
+    def test_dataloader(self):
+        return DataLoader(_data(2), batch_size=32)
+
+
+class Raise(pl.Callback):
+    """Raises ``error`` when training reaches ``step``."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        self.step, self.error = step, error
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise self.error
+
+
+class StopAt(pl.Callback):
+    """Asks the trainer to stop early at ``step``, as early stopping would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _trainer(run_dir: Path, *extra: pl.Callback, **settings) -> pl.Trainer:
+    defaults = dict(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    callbacks = [WallClock(), RunRecord(run_dir, "toy", ARGV), *extra]
+    return pl.Trainer(default_root_dir=run_dir.parent, callbacks=callbacks, **(defaults | settings))
+
+
+def test_finished_fit_records_command_code_machine_and_final_metrics(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    model = Regression()
+    trainer = _trainer(run_dir)
+    trainer.fit(model)
+    record = read_record(run_dir)
+
+    assert record["status"] == "finished" and record["step"] == 8
+    assert record["run_name"] == "toy" and record["task"] == "toy"
+    assert record["argv"] == ARGV and record["config"] == ["experiments/toy.yaml"]
+    assert record["params"] == 3 * 1 + 1  # Linear(3, 1): weights + bias
+    # The last validation ran after the last step: its loss is the final model's loss on the val set.
+    x, y = _data(1).tensors
+    with torch.no_grad():
+        expected = nn.functional.mse_loss(model.net(x), y).item()
+    assert record["metrics"] == {"val_loss": pytest.approx(expected, rel=1e-5)}
+    clock = next(c for c in trainer.callbacks if isinstance(c, WallClock))
+    assert 0 < record["wall_s"] == pytest.approx(clock.elapsed(), abs=1e-6)
+    started, ended = (datetime.datetime.fromisoformat(record[k].replace("Z", "+00:00")) for k in ("started", "ended"))
+    assert started <= ended <= datetime.datetime.now(datetime.timezone.utc)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert record["git"]["commit"] == (head or None)
+    machine = record["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["torch_threads"] == torch.get_num_threads()
+    assert machine["gpu"] is None and machine["cpu"]
+
+
+def test_early_stop_is_stopped_not_finished(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    _trainer(run_dir, StopAt(2)).fit(Regression())
+    record = read_record(run_dir)
+    assert record["status"] == "stopped" and record["step"] < 8
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "status"),
+    [(RuntimeError("boom"), RuntimeError, "failed"), (KeyboardInterrupt(), SystemExit, "interrupted")],
+)
+def test_exception_or_ctrl_c_is_recorded_as_not_finished(tmp_path, error, raised, status):
+    run_dir = tmp_path / "runs" / "toy"
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(raised):  # Lightning turns Ctrl-C into a graceful exit(1)
+            _trainer(run_dir, Raise(3, error)).fit(Regression())
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after a Ctrl-C; give pytest its own back
+    record = read_record(run_dir)
+    assert record["status"] == status and record["step"] == 3 and record["ended"] is not None
+
+
+def test_test_adds_its_command_and_metrics_to_the_fit_record(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    model = Regression()
+    _trainer(run_dir).fit(model)
+    fit_record = read_record(run_dir)
+    test_argv = ["anyformer", "toy", "test", "--config", "experiments/toy.yaml", "--ckpt_path", "last.ckpt"]
+    pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[RunRecord(run_dir, "toy", test_argv)]).test(model)
+    record = read_record(run_dir)
+
+    x, y = _data(2).tensors
+    with torch.no_grad():
+        expected = nn.functional.mse_loss(model.net(x), y).item()
+    assert record["metrics"] == fit_record["metrics"] | {"test_loss": pytest.approx(expected, rel=1e-5)}
+    assert record["test"]["argv"] == test_argv and record["test"]["started"] <= record["test"]["ended"]
+    assert {k: v for k, v in record.items() if k not in ("test", "metrics")} == {
+        k: v for k, v in fit_record.items() if k != "metrics"
+    }
+
+
+def test_resumed_fit_keeps_its_first_start(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)
+    with pytest.raises(RuntimeError):
+        _trainer(run_dir, checkpoints, Raise(6, RuntimeError("killed")), enable_checkpointing=True).fit(Regression())
+    first = read_record(run_dir)
+    assert first["status"] == "failed"
+    resumed = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)
+    _trainer(run_dir, resumed, enable_checkpointing=True).fit(Regression(), ckpt_path=run_dir / "checkpoints/last.ckpt")
+    record = read_record(run_dir)
+    assert record["status"] == "finished" and record["step"] == 8
+    assert record["started"] == first["started"] and record["ended"] >= first["ended"]
+
+
+def test_fast_dev_run_writes_no_record(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    _trainer(run_dir, fast_dev_run=True).fit(Regression())
+    assert read_record(run_dir) is None
+
+
+def test_config_paths_reads_both_spellings():
+    assert config_paths(["fit", "--config", "a.yaml", "--config=b.yaml", "--x", "1"]) == ["a.yaml", "b.yaml"]
