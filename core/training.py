@@ -181,7 +181,12 @@ class TaskModule(pl.LightningModule):
     # -- optimization ----------------------------------------------------------------
     def configure_optimizers(self):
         groups = param_groups(self, self.optim.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=(self.optim.beta1, self.optim.beta2))
+        # The fused kernel is ~3.5x faster than the per-tensor loop on CPU (experiments/bench). Lightning's
+        # mixed-precision plugin refuses to clip the gradients of a fused optimizer, so mixed runs keep the loop.
+        mixed = "mixed" in str(getattr(self._trainer, "precision", "32-true"))
+        optimizer = torch.optim.AdamW(
+            groups, lr=self.optim.lr, betas=(self.optim.beta1, self.optim.beta2), fused=not mixed
+        )
         total = self.optim.decay_steps or int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, self.optim.warmup_steps, total, self.optim.min_lr_ratio)
