@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core import run_record
-from core.atomic import atomic_write_text
+from core.atomic import atomic_open, atomic_write_text
 from core.comparison import COMPARISONS_DIR, Comparison, RunSpec, TableSpec, all_comparisons, command_line, same_command
 from core.errors import ArgumentParser, UsageError, reports_usage_errors
 
@@ -195,7 +195,8 @@ def plot_curves(comparison: Comparison, results: dict[str, RunResult], path: Pat
     by_wall.set(xlabel="wall-clock seconds of fit (wall_s)")
     by_step.legend(fontsize="small")
     figure.suptitle(f"{comparison.name}: {comparison.title}")
-    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp in the file
+    with atomic_open(path) as file:
+        figure.savefig(file, format="png", dpi=100, metadata={"Software": None})  # no version stamp in the file
     return True
 
 

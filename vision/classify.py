@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from core.atomic import atomic_open
 from core.attention import AttentionMaps
 from core.checkpoint import CheckpointError, load_task, read_checkpoint
 from core.errors import ArgumentParser, UsageError, reports_usage_errors
@@ -133,7 +134,9 @@ def classify_images(args: argparse.Namespace) -> int:
             heat = patch_relevance(maps.self_attn, grid, cfg.pool)[0]
             out = attention_map_path(args.attention_map, path, len(args.inputs) > 1)
             try:
-                overlay_heatmap(image, heat).save(out)
+                image_format = Image.registered_extensions().get(out.suffix.lower(), "PNG")
+                with atomic_open(out) as file:  # a failed write never leaves half a PNG behind
+                    overlay_heatmap(image, heat).save(file, format=image_format)
             except (OSError, ValueError) as err:
                 _error(f"{out}: cannot write the attention map ({err})")
                 status = 2

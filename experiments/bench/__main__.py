@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from core.atomic import atomic_write_text
 from experiments.bench.generation import generation_rows
 from experiments.bench.memory import memory_rows
 from experiments.bench.report import Row, render_markdown, render_text
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     print(render_text(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(render_markdown(rows, head))
+        atomic_write_text(args.out, render_markdown(rows, head))
         print(f"\nwrote {args.out}")
 
 
