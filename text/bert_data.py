@@ -293,14 +293,56 @@ class SentencePairs(Dataset[dict[str, Tensor]]):
         return batch
 
 
+BUCKET_BATCHES = 50
+
+
+def length_bucketed_order(lengths: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
+    """A permutation of ``range(len(lengths))`` whose batches hold items of similar length.
+
+    Each run of ``BUCKET_BATCHES`` batches (in the given order) is sorted by length and cut
+    into batches, and the full batches are shuffled; the short ones stay last so every
+    DataLoader batch of ``batch_size`` is one bucket. A batch then pads to a length close to
+    its items' own, instead of to the longest of a random draw.
+    """
+    pool = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(lengths), pool):
+        run = torch.arange(start, min(start + pool, len(lengths)))
+        batches += list(run[lengths[run].argsort(stable=True)].split(batch_size))
+    full = [b for b in batches if len(b) == batch_size]
+    partial = [b for b in batches if len(b) < batch_size]
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    return torch.cat(shuffled + partial)
+
+
+class BucketedShuffleSampler(Sampler[int]):
+    """Every index once per epoch, shuffled, then length-bucketed (:func:`length_bucketed_order`).
+
+    Args:
+        lengths: (N,) length of each item.
+        batch_size: the DataLoader's batch size.
+        seed: seed of the generator; epochs continue its stream, so each epoch differs.
+    """
+
+    def __init__(self, lengths: Tensor, batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        return iter(order[length_bucketed_order(self.lengths[order], self.batch_size, self.generator)].tolist())
+
+
 class PairSampler(Sampler[tuple[int, int, int]]):
     """Yields ``(pair, sentence B, mask seed)`` for every pair once per epoch, in random order.
 
     Exactly ``len // 2`` pairs per epoch get their true next sentence; the others get a
     uniformly drawn sentence of another document. With ``batch_size``, requests are bucketed:
-    each run of ``BUCKET_BATCHES`` batches is sorted by pair length and cut into batches, and
-    the batches are shuffled, so a batch pads to a length close to its pairs' (on CPU this
-    roughly halves the cost of SST-2's long-tailed pairs).
+    see :func:`length_bucketed_order` (on CPU this roughly halves the cost of SST-2's
+    long-tailed pairs).
 
     Args:
         pairs: the dataset.
@@ -308,8 +350,6 @@ class PairSampler(Sampler[tuple[int, int, int]]):
         fixed: re-seed at every epoch (validation: the same pairs and masks each time).
         batch_size: the DataLoader's batch size, to bucket by length; None keeps the random order.
     """
-
-    BUCKET_BATCHES = 50
 
     def __init__(self, pairs: SentencePairs, seed: int, fixed: bool = False, batch_size: int | None = None) -> None:
         self.pairs, self.seed, self.fixed, self.batch_size = pairs, seed, fixed, batch_size
@@ -337,21 +377,9 @@ class PairSampler(Sampler[tuple[int, int, int]]):
         seeds = torch.randint(2**62, (n,), generator=g)
         if self.batch_size is not None:
             lengths = pairs.sentence_lengths[first] + pairs.sentence_lengths[partner]
-            keep = self._bucketed(lengths, self.batch_size, g)
+            keep = length_bucketed_order(lengths, self.batch_size, g)
             order, partner, seeds = order[keep], partner[keep], seeds[keep]
         return list(zip(order.tolist(), partner.tolist(), seeds.tolist()))
-
-    def _bucketed(self, lengths: Tensor, batch_size: int, g: torch.Generator) -> Tensor:
-        """A permutation of ``range(len(lengths))`` whose batches hold pairs of similar length."""
-        pool = batch_size * self.BUCKET_BATCHES
-        batches = []
-        for start in range(0, len(lengths), pool):
-            run = torch.arange(start, min(start + pool, len(lengths)))
-            batches += list(run[lengths[run].argsort(stable=True)].split(batch_size))
-        full = [b for b in batches if len(b) == batch_size]
-        partial = [b for b in batches if len(b) < batch_size]  # kept last so batches stay aligned
-        shuffled = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
-        return torch.cat(shuffled + partial)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         return iter(self.draw())
@@ -698,8 +726,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
             self.dataset(split)
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self.dataset("train"), shuffle=True, generator=generator)
+        train = self.dataset("train")
+        lengths = torch.tensor([len(ids) for ids in train.ids])
+        return self._loader(train, sampler=BucketedShuffleSampler(lengths, self.batch_size, self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)

@@ -11,6 +11,7 @@ from text.bert_data import (
     IS_NEXT,
     NOT_NEXT,
     BertPretrainDataModule,
+    BucketedShuffleSampler,
     PairSampler,
     SentencePairs,
     TextClassificationDataModule,
@@ -186,6 +187,21 @@ def test_length_bucketing_keeps_the_epoch_and_shortens_padding(pairs):
         return sum(8 * max(lengths[i : i + 8]) for i in range(0, len(lengths), 8))
 
     assert padded_tokens(bucketed) < padded_tokens(plain)
+
+
+def test_bucketed_shuffle_sampler_covers_every_item_and_shortens_padding():
+    lengths = torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = BucketedShuffleSampler(lengths, batch_size=16, seed=5)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(1000)) and sorted(second) == list(range(1000))
+    assert first != second  # a new order every epoch
+    assert first == list(BucketedShuffleSampler(lengths, batch_size=16, seed=5))  # reproducible from the seed
+
+    def padded(order):
+        return sum(16 * int(lengths[order[i : i + 16]].max()) for i in range(0, len(order), 16))
+
+    shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
+    assert padded(first) < 0.6 * padded(shuffled)
 
 
 def test_pad_batch_pads_and_marks_real_tokens():
