@@ -37,10 +37,12 @@ class KVCache:
         end = self.length + keys.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions requested, cache holds {self.max_len}")
-        self.keys.narrow(2, self.length, keys.shape[2]).copy_(keys)
-        self.values.narrow(2, self.length, values.shape[2]).copy_(values)
+        # Slicing rather than ``narrow``: the same views, one operator fewer each (narrow dispatches
+        # to slice), and a decoding step makes four of them per layer.
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
         self.length = end
-        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
+        return self.keys[:, :, :end], self.values[:, :, :end]  # (B, H, length, Dh) views of the filled prefix
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search: follow each surviving beam's parent).

@@ -16,10 +16,16 @@ documented in the header of every comparison file; in short::
         config: experiments/....yaml
         overrides: [--key=value, ...] # optional CLI arguments after the config
         then: [test]                  # optional: `anyformer <task> test` on last.ckpt after the fit
+      - name: eval_name               # an evaluation run: instead of task/config, a command of a tool
+        command: anyformer decode-eval --ckpt runs/run_name/checkpoints/last.ckpt ...
+        after: [run_name]             # optional: earlier runs it reads (rerun when one of them is newer)
     tables:
       - title: text
         rows: [run_name, ...]         # optional: default every run, in order
         columns: [val_loss, params, wall_s, device]   # metric keys or run facts (see core.report)
+
+An evaluation run is ``<command> --run-name <name>``; its tool (one of core.tasks.EVALUATION_TOOLS)
+writes ``runs/<name>/run.json`` with its metrics itself (``core.run_record.record_evaluation``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 import yaml
 
 from core.errors import UsageError
-from core.tasks import TASKS
+from core.tasks import EVALUATION_TOOLS, TASKS, TOOLS
 
 COMPARISONS_DIR = Path("experiments/comparisons")
 THEN_STEPS = ("test",)
@@ -57,6 +63,10 @@ class RunSpec:
         """The fit command, starting with ``anyformer``."""
         return ["anyformer", self.task, "fit", "--config", self.config, "--run-name", self.name, *self.overrides]
 
+    def argv(self) -> list[str]:
+        """The command whose ``run.json`` backs this run: the fit."""
+        return self.fit_argv()
+
     def checkpoint(self, runs_dir: str | Path = "runs") -> Path:
         return Path(runs_dir) / self.name / "checkpoints" / "last.ckpt"
 
@@ -64,6 +74,26 @@ class RunSpec:
         """``anyformer <task> test`` on the fit's last checkpoint, same config and overrides."""
         argv = ["anyformer", self.task, "test", "--config", self.config, "--run-name", self.name, *self.overrides]
         return [*argv, "--ckpt_path", str(self.checkpoint())]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation run of a comparison: an ``anyformer <tool>`` command that records its metrics."""
+
+    name: str
+    """Run folder name under ``runs/``."""
+    command: tuple[str, ...]
+    """The command as declared, ``("anyformer", tool, ...)``, without ``--run-name``."""
+    after: tuple[str, ...] = ()
+    """Runs of the same comparison it reads, which must have finished first."""
+
+    def argv(self) -> list[str]:
+        """The command run, and recorded in ``run.json``: the declared one plus ``--run-name``."""
+        return [*self.command, "--run-name", self.name]
+
+
+Run = RunSpec | EvalSpec
+"""A run of a comparison: a training run or an evaluation run."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +122,13 @@ class Comparison:
 
     name: str
     title: str
-    runs: tuple[RunSpec, ...]
+    runs: tuple[Run, ...]
     tables: tuple[TableSpec, ...]
     description: str = ""
     plot: str = "val_loss"
     setup: tuple[SetupStep, ...] = field(default=())
 
-    def run(self, name: str) -> RunSpec:
+    def run(self, name: str) -> Run:
         for spec in self.runs:
             if spec.name == name:
                 return spec
@@ -144,11 +174,16 @@ def _str_list(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
-    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then"})
-    name, task, config = str(raw["name"]), str(raw["task"]), str(raw["config"])
+def _run_name(where: str, raw: dict[str, Any]) -> str:
+    name = str(raw["name"])
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"{where}.name {name!r} must be a plain folder name (no '/', not hidden)")
+    return name
+
+
+def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
+    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then"})
+    name, task, config = _run_name(where, raw), str(raw["task"]), str(raw["config"])
     if task not in TASKS:
         raise UsageError(f"{where}.task {task!r} is not one of {sorted(TASKS)}")
     if not (root / config).is_file():
@@ -159,12 +194,44 @@ def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
     return RunSpec(name, task, config, _str_list(f"{where}.overrides", raw.get("overrides", [])), then)
 
 
+def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
+    raw = _keys(where, raw, {"name", "command"}, {"after"})
+    name, command = _run_name(where, raw), str(raw["command"])
+    if not command.startswith("anyformer "):
+        raise UsageError(f"{where}.command must be an `anyformer <tool> ...` command, got {command!r}")
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:  # an unclosed quote
+        raise UsageError(f"{where}.command {command!r} cannot be split into arguments: {err}") from None
+    tool = argv[1] if len(argv) > 1 else ""
+    if tool not in TOOLS:
+        hint = "; a training run has task and config instead of command" if tool in TASKS else ""
+        raise UsageError(f"{where}.command: {tool!r} is not an anyformer tool ({sorted(TOOLS)}){hint}")
+    if tool not in EVALUATION_TOOLS:
+        needed = list(EVALUATION_TOOLS)
+        raise UsageError(f"{where}.command: `anyformer {tool}` records no run; an evaluation run needs one of {needed}")
+    if any(arg == "--run-name" or arg.startswith("--run-name=") for arg in argv):
+        raise UsageError(f"{where}.command must not hold --run-name: `--run-name {name}` is added to it")
+    after = _str_list(f"{where}.after", raw.get("after", []))
+    if unknown := [run for run in after if run not in earlier]:
+        raise UsageError(f"{where}.after {unknown} must name runs listed before it ({earlier})")
+    return EvalSpec(name, tuple(argv), after)
+
+
+def _run(where: str, raw: Any, root: Path, earlier: list[str]) -> Run:
+    """A training run, or an evaluation run when the entry has a ``command``."""
+    if isinstance(raw, dict) and "command" in raw:
+        return _eval_spec(where, raw, earlier)
+    return _run_spec(where, raw, root)
+
+
 def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     """Read and check a comparison YAML; run configs are resolved against ``root``.
 
     Raises:
         UsageError: a missing file, a bad key or value, an unknown task, a config that does not
-            exist, a duplicate run name, or a table row that is not one of the runs.
+            exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
+            listed before it, a duplicate run name, or a table row that is not one of the runs.
     """
     path, root = Path(path), Path(root)
     if not path.is_file():
@@ -176,7 +243,9 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup"})
     if not isinstance(raw["runs"], list) or not raw["runs"]:
         raise UsageError(f"{path}: runs must be a non-empty list")
-    runs = tuple(_run_spec(f"{path}: runs[{i}]", run, root) for i, run in enumerate(raw["runs"]))
+    runs: list[Run] = []
+    for i, run in enumerate(raw["runs"]):
+        runs.append(_run(f"{path}: runs[{i}]", run, root, [earlier.name for earlier in runs]))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise UsageError(f"{path}: run names must be unique, got {names}")
@@ -200,7 +269,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     return Comparison(
         name=path.stem,
         title=str(raw["title"]),
-        runs=runs,
+        runs=tuple(runs),
         tables=tuple(tables),
         description=str(raw.get("description", "")).strip(),
         plot=str(raw.get("plot", "val_loss")),

@@ -1,10 +1,12 @@
 """``anyformer experiment NAME``: run every run of a comparison, skipping what is already done.
 
-Each run is a subprocess ``anyformer <task> fit --config ... --run-name <name> [overrides]``, so a
-crash in one run cannot leave state behind in the next, and each writes ``runs/<name>/run.json``.
-A run whose record says ``finished`` is skipped; one with a ``last.ckpt`` but no finished record
-resumes (``--ckpt_path last``); a ``then: [test]`` step reruns only if the fit is newer than its
-last test. Rerunning the same command after an interruption therefore continues where it stopped.
+Each run is a subprocess ``anyformer <task> fit --config ... --run-name <name> [overrides]`` (an
+evaluation run: ``<command> --run-name <name>``), so a crash in one run cannot leave state behind
+in the next, and each writes ``runs/<name>/run.json``. A run whose record says ``finished`` is
+skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path last``); a
+``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
+of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
+interruption therefore continues where it stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from core import run_record
 from core.comparison import (
     COMPARISONS_DIR,
     Comparison,
+    EvalSpec,
     RunSpec,
     command_line,
     comparison_path,
@@ -40,16 +43,30 @@ class Step:
     reason: str
     creates: str | None = None
     """For a setup step, the file it must create."""
+    needs: tuple[str, ...] = ()
+    """Runs that must have finished before this step runs (an evaluation's ``after``)."""
+
+
+def _own_record(run_dir: Path, planned: list[str]) -> dict | None:
+    """The record in ``run_dir``, refused if another command made it."""
+    record = run_record.read_record(run_dir)
+    if record is not None and record.get("argv") and not same_command(record["argv"], planned):
+        raise UsageError(
+            f"{run_dir} holds a run made by `{command_line(record['argv'])}`, not by this "
+            f"comparison's `{command_line(planned)}`; delete that folder or give the run another name"
+        )
+    return record
+
+
+def _finished(runs_dir: Path, name: str) -> dict | None:
+    """The run's record if it says finished, else None."""
+    record = run_record.read_record(runs_dir / name)
+    return record if record is not None and record.get("status") == "finished" else None
 
 
 def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
-    record = run_record.read_record(runs_dir / spec.name)
     planned = spec.fit_argv()
-    if record is not None and record.get("argv") and not same_command(record["argv"], planned):
-        raise UsageError(
-            f"{runs_dir / spec.name} holds a run made by `{command_line(record['argv'])}`, not by this "
-            f"comparison's `{command_line(planned)}`; delete that folder or give the run another name"
-        )
+    record = _own_record(runs_dir / spec.name, planned)
     if record is not None and record.get("status") == "finished":
         return Step(spec.name, planned, "skip", f"finished {record['ended']}")
     if spec.checkpoint(runs_dir).is_file():
@@ -70,19 +87,54 @@ def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
     return Step(f"{spec.name} test", spec.test_argv(), "run", "after the fit")
 
 
+def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step]) -> Step:
+    """Skip an evaluation that finished after every run it reads; run it otherwise.
+
+    ``planned_steps`` are the earlier steps of this plan by label: an ``after`` run that runs now
+    makes the evaluation stale; one outside the plan (``--only``) must already have finished.
+    """
+    planned = spec.argv()
+    record = _own_record(runs_dir / spec.name, planned)
+    changed = []
+    for name in spec.after:
+        step = planned_steps.get(name)
+        before = _finished(runs_dir, name)
+        if step is None and before is None:
+            raise UsageError(
+                f"{spec.name} runs after {name}, which has not finished and is not in this plan; "
+                f"run it first (add --only {name})"
+            )
+        runs_now = step is not None and step.action != "skip"
+        newer = before is not None and record is not None and before["ended"] > record["started"]
+        if runs_now or newer:
+            changed.append(name)
+    if record is not None and record.get("status") == "finished" and not changed:
+        return Step(spec.name, planned, "skip", f"finished {record['ended']}", needs=spec.after)
+    if changed:
+        reason = f"after {', '.join(changed)}"
+    else:
+        reason = "not run yet" if record is None else f"status {record['status']}"
+    return Step(spec.name, planned, "run", reason, needs=spec.after)
+
+
 def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | None = None) -> list[Step]:
     """The commands ``anyformer experiment`` would run, in order, each with its action.
 
     Raises:
-        UsageError: ``only`` names a run the comparison lacks, or a run folder was made by another command.
+        UsageError: ``only`` names a run the comparison lacks, a run folder was made by another
+            command, or an evaluation's ``after`` run has not finished and is left out by ``only``.
     """
-    specs = [comparison.run(name) for name in only] if only else list(comparison.runs)
+    chosen = {comparison.run(name).name for name in only} if only else None
+    specs = [spec for spec in comparison.runs if chosen is None or spec.name in chosen]  # in declared order
     steps = []
     for setup in comparison.setup:
         done = Path(setup.creates).exists()
         action = "skip" if done else "run"
         steps.append(Step("setup", setup.argv(), action, f"creates {setup.creates}", creates=setup.creates))
     for spec in specs:
+        if isinstance(spec, EvalSpec):
+            steps.append(_eval_step(spec, runs_dir, {step.label: step for step in steps}))
+            continue
         fit = _fit_step(spec, runs_dir)
         steps.append(fit)
         if "test" in spec.then:
@@ -118,6 +170,10 @@ def main(argv: list[str]) -> int:
         print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
         if args.dry_run or step.action == "skip":
             continue
+        if unfinished := [name for name in step.needs if _finished(RUNS_DIR, name) is None]:
+            # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
+            print(f"anyformer experiment: {step.label} needs {', '.join(unfinished)} finished first", file=sys.stderr)
+            return 1
         if (status := execute(step)) != 0:
             print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
             return 1

@@ -8,9 +8,12 @@ the report itself (the stamps are the runs' own dates), so rerunning gives the s
 A table cell is a run fact or a metric:
 
 - ``params``, ``wall_s`` (fit seconds, WallClock), ``step``, ``device`` (GPU or CPU threads),
-  ``threads``, ``status``: from run.json;
-- any other key (``val_bpc``, ``test_acc``, ...): the run's final value, from run.json's metrics,
-  else the last value in metrics.csv.
+  ``threads``, ``status``: from run.json (an evaluation run has no params, wall_s or step);
+- any other key (``val_bpc``, ``test_acc``, ``gen_ppl``, ...): the run's final value, from run.json's
+  metrics, else the last value in metrics.csv.
+
+Evaluation runs (``command:`` entries, e.g. ``anyformer decode-eval``) are rows like any other: their
+tool writes run.json itself.
 
 A run without a finished record made by the declared command is listed as not run, never filled in.
 """
@@ -26,7 +29,16 @@ from typing import Any
 
 from core import run_record
 from core.atomic import atomic_open, atomic_write_text
-from core.comparison import COMPARISONS_DIR, Comparison, RunSpec, TableSpec, all_comparisons, command_line, same_command
+from core.comparison import (
+    COMPARISONS_DIR,
+    Comparison,
+    Run,
+    RunSpec,
+    TableSpec,
+    all_comparisons,
+    command_line,
+    same_command,
+)
 from core.errors import ArgumentParser, UsageError, reports_usage_errors
 
 RESULTS_FILE = "RESULTS.md"
@@ -37,7 +49,7 @@ MISSING = "—"
 class RunResult:
     """What the logs hold about one declared run."""
 
-    spec: RunSpec
+    spec: Run
     record: dict[str, Any] | None
     problem: str | None
     """Why the run cannot back a table row (``not run``, ``not finished (failed)``, ...), else None."""
@@ -61,14 +73,14 @@ def read_metrics_csv(path: Path, metric: str) -> tuple[dict[str, float], list[tu
     return last, curve
 
 
-def load_result(spec: RunSpec, runs_dir: Path, metric: str) -> RunResult:
+def load_result(spec: Run, runs_dir: Path, metric: str) -> RunResult:
     run_dir = runs_dir / spec.name
     record = run_record.read_record(run_dir)
     if record is None:
         return RunResult(spec, None, "not run")
     if record.get("status") != "finished":
         return RunResult(spec, record, f"not finished ({record.get('status')})")
-    if not same_command(record.get("argv", []), spec.fit_argv()):
+    if not same_command(record.get("argv", []), spec.argv()):
         return RunResult(spec, record, "not run (its folder holds another command's run)")
     last, curve = read_metrics_csv(run_dir / "metrics.csv", metric)
     return RunResult(spec, record, None, last, curve)
@@ -79,10 +91,15 @@ def _device(record: dict[str, Any]) -> str:
     return machine["gpu"] or f"CPU, {machine['torch_threads']} threads"
 
 
+def _fact(key: str, form: str) -> Callable[[dict[str, Any]], str]:
+    """The record's ``key`` formatted by ``form``; MISSING where the run has none (an evaluation)."""
+    return lambda record: MISSING if record.get(key) is None else format(record[key], form)
+
+
 FACTS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "params": lambda record: f"{record['params']:,}",
-    "wall_s": lambda record: f"{record['wall_s']:.0f}" if record["wall_s"] is not None else MISSING,
-    "step": lambda record: str(record["step"]),
+    "params": _fact("params", ","),
+    "wall_s": _fact("wall_s", ".0f"),
+    "step": _fact("step", "d"),
     "device": _device,
     "threads": lambda record: str(record["machine"]["torch_threads"]),
     "status": lambda record: str(record["status"]),
@@ -161,8 +178,8 @@ def render_comparison(comparison: Comparison, results: dict[str, RunResult], plo
     lines += [f"Run it all (finished runs are skipped): `anyformer experiment {comparison.name}`. One by one:", ""]
     lines += [f"    {command_line(setup.argv())}" for setup in comparison.setup]
     for spec in comparison.runs:
-        lines.append(f"    {command_line(spec.fit_argv())}")
-        if "test" in spec.then:
+        lines.append(f"    {command_line(spec.argv())}")
+        if isinstance(spec, RunSpec) and "test" in spec.then:
             lines.append(f"    {command_line(spec.test_argv())}")
     lines.append("")
     for table in comparison.tables:

@@ -1,7 +1,9 @@
 """``runs/<name>/run.json``: what a run was (command, code version, machine) and how it ended.
 
-The callback ``core.callbacks.RunRecord`` writes it; ``anyformer experiment`` reads it to skip
-finished runs and ``anyformer report`` to build the result tables, so no result is typed by hand.
+The callback ``core.callbacks.RunRecord`` writes it for a fit, :func:`record_evaluation` for an
+evaluation tool run with ``--run-name`` (``anyformer decode-eval``, ``anyformer rollout``);
+``anyformer experiment`` reads it to skip finished runs and ``anyformer report`` to build the result
+tables, so no result is typed by hand.
 
 Layout (JSON, keys sorted)::
 
@@ -10,6 +12,9 @@ Layout (JSON, keys sorted)::
      "started": ISO date, "ended": ISO date or null, "status": STATUSES, "step": int,
      "params": int, "wall_s": float, "metrics": {"val_...": float, "test_...": float},
      "test": {"argv", "git", "machine", "started", "ended"}}   # only after `anyformer <task> test`
+
+An evaluation's record has the same keys except ``step``, ``params``, ``wall_s`` and ``test``; its
+``task`` is the tool (``decode-eval``), its ``argv`` ``["anyformer", tool, ..., "--run-name", name]``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 
 from core.atomic import atomic_write_text
+from core.comparison import command_line, same_command
 from core.errors import UsageError
 
 RUN_FILE = "run.json"
@@ -107,3 +113,50 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def evaluation_dir(run_name: str, argv: list[str], runs_dir: str | Path = "runs") -> Path:
+    """``runs/<run_name>``, checked before an evaluation starts so a bad name fails fast.
+
+    Raises:
+        UsageError: ``run_name`` is not a plain folder name, or the folder holds a record made by
+            another command (a fit, or another evaluation), which the evaluation must not overwrite.
+    """
+    if not run_name or "/" in run_name or run_name.startswith("."):
+        raise UsageError(f"--run-name {run_name!r} must be a plain folder name (no '/', not hidden)")
+    run_dir = Path(runs_dir) / run_name
+    record = read_record(run_dir)
+    if record is not None and not same_command(record.get("argv") or [], argv):
+        raise UsageError(
+            f"{run_dir} holds a run made by `{command_line(record.get('argv') or [])}`; give this evaluation "
+            "another --run-name"
+        )
+    return run_dir
+
+
+def record_evaluation(
+    run_dir: str | Path, argv: list[str], metrics: dict[str, float], started: str, ended: str
+) -> None:
+    """Write the ``finished`` record of an evaluation tool's run (layout in the module docstring).
+
+    Args:
+        run_dir: ``runs/<name>``, from :func:`evaluation_dir`.
+        argv: The command as typed, ``["anyformer", tool, ...]``.
+        metrics: Metric name -> value, the columns a comparison's table can show.
+        started, ended: :func:`utc_now` stamps taken around the evaluation.
+    """
+    run_dir = evaluation_dir(Path(run_dir).name, argv, Path(run_dir).parent)
+    record = {
+        "format": FORMAT_VERSION,
+        "run_name": run_dir.name,
+        "task": argv[1],
+        "argv": list(argv),
+        "config": config_paths(argv),
+        "git": git_state(),
+        "machine": machine(),
+        "started": started,
+        "ended": ended,
+        "status": "finished",
+        "metrics": {name: float(value) for name, value in metrics.items()},
+    }
+    write_record(run_dir, record)

@@ -11,6 +11,10 @@ the argmax of a noisy policy is its noise-free expert, so greedy play cannot rep
 mediocre behaviour that a low target asks for. Episode i is reset with seed ``--seed + i`` and
 the sampler is seeded by ``--seed``, so runs are reproducible.
 
+With ``--run-name NAME`` the returns are also recorded in ``runs/NAME/run.json``
+(``core.run_record.record_evaluation``) as ``return_mean_target_<T>`` and ``return_std_target_<T>``
+per target T (written ``%g``: 100, 0.5), so a comparison can list the rollout in a table.
+
 Exit codes: 0 on success, 2 for usage errors (bad checkpoint, unknown environment, an
 environment whose observations or actions do not match the checkpoint).
 """
@@ -18,6 +22,7 @@ environment whose observations or actions do not match the checkpoint).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core import run_record
 from core.atomic import atomic_open
 from core.checkpoint import CheckpointError, load_task
 from core.errors import ArgumentParser, reports_usage_errors
@@ -245,6 +251,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
     parser.add_argument("--max-steps", type=_positive_int, default=None, help="cap on steps per episode")
     parser.add_argument("--frames", type=Path, metavar="OUT.png", help="write a frame strip of the first episode")
+    parser.add_argument("--run-name", help="also record the returns in runs/RUN_NAME/run.json")
     return parser
 
 
@@ -263,6 +270,15 @@ def check_env(env: gym.Env, env_id: str, inference: dict[str, Any], cfg) -> None
         )
 
 
+def return_metrics(targets: Sequence[float], results: Sequence[np.ndarray]) -> dict[str, float]:
+    """``return_mean_target_<T>`` and ``return_std_target_<T>`` (population std) of each target's returns."""
+    metrics = {}
+    for target, returns in zip(targets, results, strict=True):
+        metrics[f"return_mean_target_{target:g}"] = float(returns.mean())
+        metrics[f"return_std_target_{target:g}"] = float(returns.std())
+    return metrics
+
+
 def _stats(returns: np.ndarray) -> str:
     return f"mean {returns.mean():.1f} std {returns.std():.1f} (min {returns.min():g}, max {returns.max():g})"
 
@@ -270,7 +286,11 @@ def _stats(returns: np.ndarray) -> str:
 @reports_usage_errors(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    typed = ["anyformer", "rollout", *argv]
+    run_dir = run_record.evaluation_dir(args.run_name, typed) if args.run_name is not None else None
+    started = run_record.utc_now()
     if args.frames is not None and not args.frames.parent.is_dir():
         parser.error(f"--frames: folder {args.frames.parent} does not exist")
     try:
@@ -313,4 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target, returns in zip(targets, results, strict=True):
             print(f"{target:>8g} {returns.mean():>8.1f} {returns.std():>7.1f} {returns.min():>7g} {returns.max():>7g}")
     print(dataset_line)
+    if run_dir is not None:
+        run_record.record_evaluation(run_dir, typed, return_metrics(targets, results), started, run_record.utc_now())
+        print(f"recorded in {run_dir / run_record.RUN_FILE}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,10 @@ from core.training import TaskModule
 from speech.audio import AudioError, fit_duration, load_audio
 from speech.model import SpeechTransformer
 from vision.classify import PROG, attention_map_path
+from vision.rollout import summary_weights
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TASKS = ("speech", "speech-cnn")
 
@@ -72,37 +77,56 @@ def classify_audio(module: TaskModule, paths: Sequence[str | Path], top_k: int =
 
 
 @torch.no_grad()
-def cls_attention(model: SpeechTransformer, wave: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the clip summary looks, in the last layer, spread over the spectrogram.
+def spectrogram_attention(model: SpeechTransformer, wave: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """Run one clip through the transformer, keeping every layer's attention.
 
     Args:
         model: the transformer.
         wave: (samples,) one clip.
 
     Returns:
-        (F, T) log-mel spectrogram, (F, T) attention rescaled to [0, 1] (last layer, mean over heads,
-        of the [CLS] row, or of the mean of the patch rows for ``pool='mean'``; each cell holds the
-        mean over the patches covering it), and the (num_classes,) logits.
+        The (F, T) log-mel spectrogram, per layer (first to last) the (1, H, 1+N, 1+N) attention
+        probabilities, and the (num_classes,) logits.
     """
     model.eval()
     maps = AttentionMaps()
     spec = model.spectrogram(wave[None])  # (1, F, T)
     logits = model.forward_head(model.forward_features(spec, maps=maps))
-    last = maps.self_attn[-1].float().mean(dim=1)  # (1, 1+N, 1+N)
-    rows = last[:, :1] if model.cfg.pool == "cls" else last[:, 1:]
-    weights = rows.mean(dim=1)[:, 1:]  # (1, N) attention on each patch
-    heat = model.tokenizer.patch_map(weights)[0]  # (F, T)
-    heat = heat - heat.min()
-    return spec[0], heat / heat.max().clamp_min(1e-12), logits[0]
+    return spec[0], maps.self_attn, logits[0]
 
 
-def save_attention_map(
-    spec: Tensor, heat: Tensor, out: str | Path, *, duration_s: float, title: str = "", alpha: float = 0.5
-) -> None:
-    """Write a PNG of the log-mel spectrogram (gray) with ``heat`` (F, T) in [0, 1] overlaid.
+def spectrogram_heat(model: SpeechTransformer, attention: Tensor) -> Tensor:
+    """Spread where the clip summary looks over the spectrogram.
 
-    The file is written to a temporary name in the same folder, then renamed into place.
+    Args:
+        model: the transformer (its patch layout and pooling).
+        attention: (1, 1+N, 1+N) token-to-token weights: one layer's, heads averaged, or a rollout.
+
+    Returns:
+        (F, T) rescaled to [0, 1]: the [CLS] row (or the mean of the patch rows for ``pool='mean'``);
+        each cell holds the mean over the patches covering it.
     """
+    heat = model.tokenizer.patch_map(summary_weights(attention.float(), model.cfg.pool))[0]  # (1, N) -> (F, T)
+    heat = heat - heat.min()
+    return heat / heat.max().clamp_min(1e-12)
+
+
+def cls_attention(model: SpeechTransformer, wave: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the clip summary looks, in the last layer (mean over heads), spread over the spectrogram.
+
+    Returns:
+        (F, T) log-mel spectrogram, (F, T) attention in [0, 1] (see :func:`spectrogram_heat`), and
+        the (num_classes,) logits.
+    """
+    spec, attentions, logits = spectrogram_attention(model, wave)
+    return spec, spectrogram_heat(model, attentions[-1].float().mean(dim=1)), logits
+
+
+def attention_map_figure(
+    spec: Tensor, heat: Tensor, *, duration_s: float, title: str = "",
+    label: str = "[CLS] attention (last layer)", alpha: float = 0.5,
+) -> Figure:  # fmt: skip
+    """An (8 x 4 inch, 100 dpi) figure of the log-mel spectrogram (gray) with ``heat`` (F, T) in [0, 1] overlaid."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -114,8 +138,19 @@ def save_attention_map(
     overlay = ax.imshow(
         heat.cpu().numpy(), origin="lower", aspect="auto", cmap="inferno", alpha=alpha, vmin=0, vmax=1, extent=extent
     )
-    fig.colorbar(overlay, ax=ax, label="[CLS] attention (last layer)")
+    fig.colorbar(overlay, ax=ax, label=label)
     ax.set(xlabel="time (s)", ylabel="mel band", title=title)
+    return fig
+
+
+def save_attention_map(
+    spec: Tensor, heat: Tensor, out: str | Path, *, duration_s: float, title: str = "", alpha: float = 0.5
+) -> None:
+    """Write a PNG of :func:`attention_map_figure`.
+
+    The file is written to a temporary name in the same folder, then renamed into place.
+    """
+    fig = attention_map_figure(spec, heat, duration_s=duration_s, title=title, alpha=alpha)
     with atomic_open(out) as file:
         fig.savefig(file, format="png")
 

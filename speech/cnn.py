@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from core.conv import conv_block
 from speech.augment import SpecAugmentConfig
 from speech.features import SpectrogramConfig
 from speech.front_end import SpeechFrontEnd
@@ -45,16 +46,6 @@ class SpeechCNNConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SpeechCNNConfig.dropout must be in [0, 1), got {self.dropout!r}")
-
-
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """(B, C, F, T) -> (B, C', F // 2, T // 2)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
 
 
 class SpeechCNN(nn.Module):

@@ -290,7 +290,7 @@ CASES = [
     cli("rollout-env-mismatch", [*ROLL, "--env", "MountainCar-v0"], "'MountainCar-v0'", "shape (2,)", "(4,)"),
     cli("rollout-bad-targets", [*ROLL[:3], "--targets", "10,abc"], "--targets", "'10,abc'", "comma-separated"),
     cli("gpt-checkpoint-to-translate", ["translate", "--ckpt", "{gpt_bpe}", "hallo"], "'gpt' checkpoint",
-        "['seq2seq']"),
+        "['seq2seq', 'gru-seq2seq']"),
     # -- APIs: files ---------------------------------------------------------------------------------
     api("api-corpus-missing", lambda p: load_corpus(str(p.missing)), FileNotFoundError, "{missing}"),
     api("api-corpus-blank", lambda p: load_corpus(str(p.blank_txt)), ValueError, "{blank_txt}", "empty"),

@@ -8,7 +8,7 @@ import logging
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from core.checkpoint import CheckpointError
@@ -99,7 +99,63 @@ class BertPretrainModule(TaskModule):
         self.log_dict({"val_mlm_acc": self.val_mlm_acc, "val_nsp_acc": self.val_nsp_acc}, prog_bar=True)
 
 
-class BertClassifierModule(TaskModule):
+class SentenceClassifierModule(TaskModule):
+    """Sentence classification on ``TextClassificationDataModule`` batches: cross-entropy; logs
+    ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc`` (accuracy over the whole split).
+
+    Shared by ``bert-classify`` and its ``text-bow`` baseline, so both report the same columns
+    and ``anyformer classify`` reads both checkpoints. Subclasses build ``self.model`` and say how
+    a batch becomes logits (:meth:`batch_logits`) and how long a sequence may be (``max_seq_len``).
+    """
+
+    def __init__(self, config: Any, model: nn.Module, optim: OptimConfig | None) -> None:
+        super().__init__(config, optim)
+        self.model = model
+        self.tokenizer: Any = None
+        self.class_names: list[str] = [str(i) for i in range(config.num_classes)]
+        self.val_acc = MeanMetric()
+
+    @property
+    def max_seq_len(self) -> int:
+        """Longest ``[CLS] text [SEP]`` sequence; inference crops longer texts to it, as the data module does."""
+        raise NotImplementedError
+
+    def batch_logits(self, batch: Batch) -> Tensor:
+        """(B, num_classes) logits of a padded batch: (B, T) ``input_ids``, ``segment_ids`` and
+        ``attention_mask`` (True = real token), as ``text.bert_data.pad_batch`` builds it."""
+        raise NotImplementedError
+
+    def read_data(self, data: Any) -> None:
+        self.tokenizer = data.tokenizer
+        self.class_names = list(data.class_names)
+
+    def inference_state(self) -> dict[str, Any]:
+        return {
+            "tokenizer": _tokenizer_state(self.tokenizer),
+            "class_names": self.class_names,
+            "max_seq_len": self.max_seq_len,
+        }
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        self.tokenizer = _tokenizer_from(state.get("tokenizer"))
+        self.class_names = list(state.get("class_names", self.class_names))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self.batch_logits(batch)
+        loss = F.cross_entropy(logits, batch["labels"])
+        self.check_finite(loss)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", (logits.argmax(-1) == batch["labels"]).float().mean(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        logits = self.batch_logits(batch)
+        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=len(logits))
+        self.val_acc.update((logits.argmax(-1) == batch["labels"]).float())
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+
+class BertClassifierModule(SentenceClassifierModule):
     """Fine-tuning: ``[CLS] text [SEP]`` -> class, cross-entropy; logs ``val_loss`` and ``val_acc``.
 
     With ``init_from`` the embeddings, encoder and pooler start from a ``bert`` pretraining
@@ -124,12 +180,8 @@ class BertClassifierModule(TaskModule):
             init_from: ``bert`` pretraining checkpoint to start the encoder from (linked from
                 ``data.init_from``, which also takes the tokenizer from it); None trains from scratch.
         """
-        super().__init__(config, optim)
-        self.model = BertForClassification(config)
+        super().__init__(config, BertForClassification(config), optim)
         self.init_from = init_from
-        self.tokenizer: Any = None
-        self.class_names: list[str] = [str(i) for i in range(config.num_classes)]
-        self.val_acc = MeanMetric()
         if init_from is not None:
             self.load_pretrained(init_from)
 
@@ -154,21 +206,6 @@ class BertClassifierModule(TaskModule):
         self.tokenizer = _tokenizer_from(meta["inference"].get("tokenizer"))
         logger.info("initialized the encoder from %s (%d tensors)", path, len(state))
 
-    def read_data(self, data: Any) -> None:
-        self.tokenizer = data.tokenizer
-        self.class_names = list(data.class_names)
-
-    def inference_state(self) -> dict[str, Any]:
-        return {
-            "tokenizer": _tokenizer_state(self.tokenizer),
-            "class_names": self.class_names,
-            "max_seq_len": self.config.transformer.max_seq_len,
-        }
-
-    def load_inference_state(self, state: dict[str, Any]) -> None:
-        self.tokenizer = _tokenizer_from(state.get("tokenizer"))
-        self.class_names = list(state.get("class_names", self.class_names))
-
     @property
     def max_seq_len(self) -> int:
         return self.config.transformer.max_seq_len
@@ -177,22 +214,8 @@ class BertClassifierModule(TaskModule):
         """(B, T) ids, segments, keep (True = real token) -> (B, num_classes) logits."""
         return self.model(ids, segments, keep)
 
-    def _logits(self, batch: Batch) -> Tensor:
+    def batch_logits(self, batch: Batch) -> Tensor:
         return self.model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits = self._logits(batch)
-        loss = F.cross_entropy(logits, batch["labels"])
-        self.check_finite(loss)
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", (logits.argmax(-1) == batch["labels"]).float().mean(), prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self._logits(batch)
-        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=len(logits))
-        self.val_acc.update((logits.argmax(-1) == batch["labels"]).float())
-        self.log("val_acc", self.val_acc, prog_bar=True)
 
 
 def _architecture_mismatches(pretrained: BertConfig, config: BertConfig) -> list[str]:

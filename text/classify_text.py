@@ -1,4 +1,4 @@
-"""The text side of ``anyformer classify``: label sentences with a ``bert-classify`` checkpoint.
+"""The text side of ``anyformer classify``: label sentences with a ``bert-classify`` or ``text-bow`` checkpoint.
 
     anyformer classify --ckpt runs/bert_finetune_sst2/checkpoints/last.ckpt "a gorgeous film" "dull ." --top-k 2
 
@@ -21,7 +21,7 @@ from text.bert_data import encode_sentence, pad_batch
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("bert-classify",)
+TASKS = ("bert-classify", "text-bow")
 """Checkpoint tasks this module classifies."""
 BATCH_SIZE = 64
 SHOWN_CHARS = 200
@@ -32,7 +32,7 @@ def classify_text(module, texts: list[str], top_k: int = 1) -> list[list[tuple[s
     """The ``top_k`` most probable classes of each text.
 
     Args:
-        module: a ``BertClassifierModule`` (e.g. from ``load_task(path, tasks=("bert-classify",))``).
+        module: a ``SentenceClassifierModule`` (e.g. from ``load_task(path, tasks=TASKS)``).
         texts: the sentences.
         top_k: labels per sentence (at most the number of classes).
 
@@ -41,7 +41,7 @@ def classify_text(module, texts: list[str], top_k: int = 1) -> list[list[tuple[s
     """
     tokenizer, max_seq_len = module.tokenizer, module.max_seq_len
     if tokenizer is None:
-        raise ValueError("the classifier has no tokenizer; was it trained with `anyformer bert-classify fit`?")
+        raise ValueError("the classifier has no tokenizer; was it trained with `anyformer bert-classify|text-bow fit`?")
     top_k = max(1, min(top_k, len(module.class_names)))
     items = []
     for index, text in enumerate(texts):
@@ -57,12 +57,12 @@ def classify_text(module, texts: list[str], top_k: int = 1) -> list[list[tuple[s
             )
         ids_t = torch.tensor(ids, dtype=torch.long)
         items.append({"input_ids": ids_t, "segment_ids": torch.zeros_like(ids_t)})
-    model = module.model.eval()
+    module.eval()
     results = []
     for start in range(0, len(items), BATCH_SIZE):
         batch = pad_batch(items[start : start + BATCH_SIZE], tokenizer.pad_id)
         with torch.no_grad():
-            logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])  # (B, C)
+            logits = module.batch_logits(batch)  # (B, C)
         probs, indices = logits.softmax(dim=-1).topk(top_k, dim=-1)
         for row_probs, row_indices in zip(probs.tolist(), indices.tolist()):
             results.append([(module.class_names[i], p) for i, p in zip(row_indices, row_probs)])

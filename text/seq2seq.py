@@ -108,6 +108,10 @@ class Seq2Seq(nn.Module):
     def max_target_len(self) -> int:
         return self.cfg.decoder.max_seq_len
 
+    def init_decoder_cache(self, batch_size: int, max_len: int | None = None) -> DecoderCache:
+        """An empty cache for :meth:`decode` (``BoundDecoder`` asks every translation model for one)."""
+        return self.core.decoder.init_cache(batch_size, max_len)
+
     @staticmethod
     def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
         if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
@@ -170,6 +174,10 @@ class Seq2Seq(nn.Module):
 class BoundDecoder:
     """The decoder with one batch of encoder memory bound: a ``core.decoding.CausalModel``.
 
+    Works for any model with ``encode``, ``decode``, ``init_decoder_cache`` and
+    ``max_target_len``: :class:`Seq2Seq`, and ``text.gru_seq2seq.GRUSeq2Seq`` whose cache is
+    its recurrent state.
+
     Rows of ``memory`` are the decoding streams; for beam search pass the memory already
     expanded per beam (``repeat_interleave(beams, 0)``), matching ``beam_search``'s layout.
     Beams are only ever reordered within their own row, so the bound memory needs no reorder;
@@ -184,7 +192,7 @@ class BoundDecoder:
     def init_cache(self, batch_size: int, max_len: int | None = None) -> DecoderCache:
         if batch_size != self.memory.shape[0]:
             raise ValueError(f"cache for {batch_size} streams, but {self.memory.shape[0]} memories are bound")
-        return self.model.core.decoder.init_cache(batch_size, max_len)
+        return self.model.init_decoder_cache(batch_size, max_len)
 
     def __call__(self, ids: Tensor, *, cache: DecoderCache) -> Tensor:
         """(B, T) new ids -> (B, T, V) logits; the memory is projected on the first call only."""

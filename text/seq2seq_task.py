@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import sacrebleu
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.training import OptimConfig, TaskModule
 from text.parallel_data import BOS_TOKEN, EOS_TOKEN, IGNORE_INDEX, PAD_TOKEN, encode_source, pad_ids
@@ -40,6 +40,8 @@ class Seq2SeqModule(TaskModule):
     """Trains :class:`~text.seq2seq.Seq2Seq` by teacher forcing and evaluates it with BLEU."""
 
     task_name = "seq2seq"
+    model_class: ClassVar[type[nn.Module]] = Seq2Seq
+    """The network built from ``config`` (a subclass swaps it: ``text.gru_seq2seq``)."""
     data_links: ClassVar[dict[str, str]] = {
         "src_vocab_size": "config.src_vocab_size",
         "tgt_vocab_size": "config.tgt_vocab_size",
@@ -68,10 +70,10 @@ class Seq2SeqModule(TaskModule):
         """
         super().__init__(config, optim)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"Seq2SeqModule.label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ValueError(f"{type(self).__name__}.label_smoothing must be in [0, 1), got {label_smoothing}")
         if val_bleu_sentences < 0 or test_beams < 1:
-            raise ValueError("Seq2SeqModule: val_bleu_sentences >= 0 and test_beams >= 1 required")
-        self.model = Seq2Seq(config)
+            raise ValueError(f"{type(self).__name__}: val_bleu_sentences >= 0 and test_beams >= 1 required")
+        self.model = self.model_class(config)
         self.label_smoothing = label_smoothing
         self.val_bleu_sentences, self.test_beams, self.length_penalty = val_bleu_sentences, test_beams, length_penalty
         self.src_tokenizer: Tokenizer | None = None

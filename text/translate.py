@@ -30,7 +30,7 @@ PROG = "anyformer translate"
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="Translate with a seq2seq checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `anyformer seq2seq fit`")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of `anyformer seq2seq fit` or `gru-seq2seq fit`")
     parser.add_argument("sentences", nargs="*", metavar="SENTENCE", help="source sentences to translate")
     parser.add_argument("--file", help="a UTF-8 file of source sentences, one per line")
     parser.add_argument("--strategy", choices=("greedy", "beam"), default="beam")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not evaluating and not args.sentences and not args.file:
         parser.error("give sentences to translate, --file FILE, or --eval-src/--eval-ref")
     try:
-        module = load_task(args.ckpt, tasks=("seq2seq",))
+        module = load_task(args.ckpt, tasks=("seq2seq", "gru-seq2seq"))
         if args.length_penalty is not None:
             module.length_penalty = args.length_penalty
         if evaluating:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     if module.src_tokenizer is None:
-        parser.error(f"{args.ckpt} holds no tokenizers (it was not written by `anyformer seq2seq fit`)")
+        parser.error(f"{args.ckpt} holds no tokenizers (not written by `anyformer seq2seq fit` or `gru-seq2seq fit`)")
     with torch.inference_mode():
         if not evaluating:
             for line in module.translate(

@@ -1,7 +1,7 @@
-"""``anyformer classify``: label files with a classifier checkpoint (images with a ViT for now).
+"""``anyformer classify``: label files with a classifier checkpoint: images (``vit``, ``vision-cnn``),
+sentences (``text.classify_text``) or audio clips (``speech.classify_audio``).
 
-The command dispatches on the checkpoint's task, so text (BERT) and audio (speech) classifiers
-can plug in a handler later; today only ``vit`` checkpoints are handled.
+The command dispatches on the checkpoint's task (``HANDLERS``); this module handles images.
 
     anyformer classify --ckpt runs/vit_digits/checkpoints/last.ckpt digit.png --top-k 3 --attention-map map.png
 
@@ -27,9 +27,11 @@ from core.checkpoint import CheckpointError, load_task, read_checkpoint
 from core.errors import ArgumentParser, UsageError, reports_usage_errors
 from vision.patches import check_divisible, to_2tuple
 from vision.rollout import overlay_heatmap, patch_relevance
+from vision.vit import ViT
 
 PROG = "anyformer classify"
 IMAGE_MODES = {1: "L", 3: "RGB"}
+IMAGE_TASKS = ("vit", "vision-cnn")
 
 
 def _is_wide_mode(mode: str) -> bool:
@@ -43,19 +45,19 @@ class InputError(UsageError):
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description="Classify files with a checkpoint (ViT: images).")
-    parser.add_argument("--ckpt", required=True, help="checkpoint of `anyformer vit fit` (e.g. runs/.../last.ckpt)")
+    parser = ArgumentParser(prog=PROG, description="Classify files with a checkpoint (images, sentences, audio).")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of a classifier's fit (e.g. runs/.../last.ckpt)")
     parser.add_argument("inputs", nargs="+", metavar="FILE", help="images (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="how many labels to print per file (default 5)")
     parser.add_argument(
         "--attention-map", metavar="OUT.png",
-        help="write the attention rollout over the patches, overlaid on the image; with several "
-        "inputs, OUT_<input stem>.png per input",
+        help="write the attention rollout over the patches, overlaid on the image (ViT only); with "
+        "several inputs, OUT_<input stem>.png per input",
     )  # fmt: skip
     parser.add_argument(
         "--keep-size", action="store_true",
         help="feed images at their own size (learned positions are resampled) instead of resizing "
-        "them to the model's image size; each side must then be a multiple of the patch size",
+        "them to the model's image size; for a ViT each side must then be a multiple of the patch size",
     )  # fmt: skip
     return parser
 
@@ -109,22 +111,27 @@ def attention_map_path(out: str, input_path: str, several: bool) -> Path:
 
 
 def classify_images(args: argparse.Namespace) -> int:
-    """Print the top-k labels of each image; optionally write attention-rollout overlays."""
-    module = load_task(args.ckpt, tasks=("vit",))
+    """Print the top-k labels of each image; optionally (ViT) write attention-rollout overlays."""
+    module = load_task(args.ckpt, tasks=IMAGE_TASKS)
     model, cfg = module.model, module.model.cfg
+    is_vit = isinstance(model, ViT)
+    if args.attention_map and not is_vit:
+        raise UsageError(f"--attention-map needs a 'vit' checkpoint; {args.ckpt} is {module.task_name!r}")
+    patch_size = cfg.patch_size if is_vit else 1  # the CNN takes any size
     size = None if args.keep_size else to_2tuple(cfg.image_size)
     top_k = min(args.top_k, cfg.num_classes)
     status = 0
     for path in args.inputs:
         try:
-            image = read_image(path, cfg.in_channels, size, cfg.patch_size)
+            image = read_image(path, cfg.in_channels, size, patch_size)
         except InputError as err:
             _error(str(err))
             status = 2
             continue
         maps = AttentionMaps() if args.attention_map else None
+        pixels = to_tensor(image, module.mean, module.std)
         with torch.no_grad():
-            logits = model.forward_head(model.forward_features(to_tensor(image, module.mean, module.std), maps=maps))
+            logits = model(pixels) if maps is None else model.forward_head(model.forward_features(pixels, maps=maps))
         probs, indices = logits.softmax(dim=-1)[0].topk(top_k)
         print(path)
         for prob, index in zip(probs.tolist(), indices.tolist()):
@@ -145,7 +152,7 @@ def classify_images(args: argparse.Namespace) -> int:
     return status
 
 
-# task name in the checkpoint -> handler; text and audio classifiers register here later.
+# task name in the checkpoint -> handler
 def _classify_text(args: argparse.Namespace) -> int:
     from text.classify_text import classify_text_args  # lazy: keeps the image path light
 
@@ -160,7 +167,9 @@ def _classify_audio(args: argparse.Namespace) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "vit": classify_images,
+    "vision-cnn": classify_images,
     "bert-classify": _classify_text,
+    "text-bow": _classify_text,
     "speech": _classify_audio,
     "speech-cnn": _classify_audio,
 }

@@ -36,15 +36,28 @@ def attention_rollout(attentions: list[Tensor], residual: float = 0.5) -> Tensor
     return rollout
 
 
+def summary_weights(attention: Tensor, pool: str = "cls") -> Tensor:
+    """How much the pooled summary draws from each patch.
+
+    Args:
+        attention: (B, 1+N, 1+N) token-to-token weights (one layer's, heads averaged, or a rollout);
+            token 0 is [CLS].
+        pool: ``'cls'`` reads the [CLS] row; ``'mean'`` averages the patch rows.
+
+    Returns:
+        (B, N): the chosen row(s) without the [CLS] column.
+    """
+    rows = attention[:, :1] if pool == "cls" else attention[:, 1:]
+    return rows.mean(dim=1)[:, 1:]
+
+
 def patch_relevance(attentions: list[Tensor], grid: tuple[int, int], pool: str = "cls") -> Tensor:
     """(B, Gh, Gw) relevance of each patch to the pooled summary, scaled to [0, 1] per image.
 
     ``pool='cls'`` reads the [CLS] row of the rollout; ``'mean'`` averages the patch rows.
     Token 0 is [CLS]; patches follow row-major over the grid.
     """
-    rollout = attention_rollout(attentions)  # (B, 1+N, 1+N)
-    rows = rollout[:, :1] if pool == "cls" else rollout[:, 1:]
-    relevance = rows.mean(dim=1)[:, 1:]  # (B, N)
+    relevance = summary_weights(attention_rollout(attentions), pool)  # (B, 1+N, 1+N) -> (B, N)
     low = relevance.min(dim=-1, keepdim=True).values
     high = relevance.max(dim=-1, keepdim=True).values
     relevance = (relevance - low) / (high - low).clamp_min(1e-12)

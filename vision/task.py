@@ -1,4 +1,9 @@
-"""``anyformer vit``: train a Vision Transformer classifier with cross-entropy; report accuracy."""
+"""``anyformer vit`` (Vision Transformer) and ``anyformer vision-cnn`` (CNN baseline): image
+classification with cross-entropy; accuracy on val and test.
+
+Both read ``(images, labels)`` batches from ``vision.data`` and differ only in the network, so
+they share ``ImageClassifierModule``; each network has its own config dataclass, hence two tasks.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,36 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from core.training import OptimConfig, TaskModule
+from vision.cnn import ImageCNN, ImageCNNConfig
 from vision.vit import ViT, ViTConfig
 
 Batch = tuple[Tensor, Tensor]
 
 
-class ViTModule(TaskModule):
+class ImageClassifierModule(TaskModule):
     """Image classification: ``(images, labels)`` batches -> cross-entropy, accuracy on val and test.
 
     Training labels may be class indices (B,) or class probabilities (B, num_classes) from
-    mixup/cutmix; the accuracy of training batches is logged only for the former.
+    mixup/cutmix; the accuracy of training batches is logged only for the former. Subclasses
+    build ``model`` (images (B, C, H, W) -> logits (B, num_classes)) from their config, which has
+    ``num_classes``, ``in_channels`` and ``image_size``.
     """
 
-    task_name = "vit"
     data_links: ClassVar[dict[str, str]] = {
         "num_classes": "config.num_classes",
         "in_channels": "config.in_channels",
         "image_size": "config.image_size",
     }
 
-    def __init__(self, config: ViTConfig, optim: OptimConfig | None = None, label_smoothing: float = 0.0) -> None:
-        """
-        Args:
-            config: the model.
-            optim: optimizer and schedule.
-            label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
-        """
+    def __init__(self, config: Any, model: nn.Module, optim: OptimConfig | None, label_smoothing: float) -> None:
         super().__init__(config, optim)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"ViTModule.label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.model = ViT(config)
+            raise ValueError(f"{type(self).__name__}.label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.model = model
         self.label_smoothing = label_smoothing
         self.val_acc = MulticlassAccuracy(config.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(config.num_classes, average="micro")
@@ -88,3 +89,33 @@ class ViTModule(TaskModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """(B, num_classes) class probabilities."""
         return torch.softmax(self.model(batch[0]), dim=-1)
+
+
+class ViTModule(ImageClassifierModule):
+    """Vision Transformer (``anyformer vit``)."""
+
+    task_name = "vit"
+
+    def __init__(self, config: ViTConfig, optim: OptimConfig | None = None, label_smoothing: float = 0.0) -> None:
+        """
+        Args:
+            config: the model.
+            optim: optimizer and schedule.
+            label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
+        """
+        super().__init__(config, ViT(config), optim, label_smoothing)
+
+
+class ImageCNNModule(ImageClassifierModule):
+    """CNN baseline on the same images (``anyformer vision-cnn``)."""
+
+    task_name = "vision-cnn"
+
+    def __init__(self, config: ImageCNNConfig, optim: OptimConfig | None = None, label_smoothing: float = 0.0) -> None:
+        """
+        Args:
+            config: the model.
+            optim: optimizer and schedule.
+            label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
+        """
+        super().__init__(config, ImageCNN(config), optim, label_smoothing)

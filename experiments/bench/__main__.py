@@ -1,6 +1,7 @@
 """anyformer beside its peers, every target in one table.
 
     python -m experiments.bench [--quick] [--device cuda] [--only gpt-cpu,vit-tiny] [--out FILE.md]
+    python -m experiments.bench --profile [--only gpt-cpu,gpt-gen] [--out-profile FILE.md]
 
 Training steps (forward + backward + AdamW) against transformers' GPT-2, x-transformers, a
 minimal hand-written GPT and timm's ViT; MFU against a large matmul measured in the same run;
@@ -9,6 +10,11 @@ against the memory-bandwidth bound; peak training memory, each model in a fresh 
 Contenders take turns within each measurement (A, B, A, B, ...) and the median is reported,
 so a busy machine slows all of them alike; read the ratios, not the absolute numbers.
 On ``--device cuda`` everything runs under bf16 autocast and MFU is against bf16 matmul.
+
+``--profile`` measures nothing against a target: it runs torch.profiler over a few warm steps
+of each case (training steps; one decoded token at batch 1) and writes, per implementation,
+where the step's CPU time goes: matmuls, elementwise kernels, views and copies, the autograd
+engine, the optimizer and the time outside any operator.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from core.atomic import atomic_write_text
 from experiments.bench.generation import generation_rows
 from experiments.bench.memory import memory_rows
+from experiments.bench.profile_cases import DECODE_PROMPT, DECODE_SKIP, TRAIN_SKIP, profile_cases, render_profile
 from experiments.bench.report import Row, render_markdown, render_text
 from experiments.bench.shapes import ALL_SHAPES, GENERATION_SHAPES, GPT_SHAPES, VIT_SHAPES
 from experiments.bench.timing import Runtime
@@ -46,12 +53,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="interleaved repeats per measurement (default 5; --quick 1)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd anyformer rows (slow to compile)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows (one process per model)")
+    parser.add_argument("--profile", action="store_true", help="profile where each step's time goes instead")
+    parser.add_argument("--out-profile", type=Path, help="with --profile: write the profile as markdown to this file")
+    parser.add_argument("--profile-steps", type=int, help="with --profile: steps profiled per case (default 5)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # for the header of the table
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in ALL_SHAPES]
     if unknown or not args.only:
         parser.error(f"--only: unknown or empty {unknown or args.only}; choose from {', '.join(ALL_SHAPES)}")
+    if not args.profile and (args.out_profile or args.profile_steps is not None):
+        parser.error("--out-profile and --profile-steps go with --profile")
+    if args.profile and (args.out or args.compile or args.device != "cpu"):
+        parser.error("--profile profiles eager CPU steps: drop --out (use --out-profile), --compile and --device cuda")
+    args.profile_steps = 5 if args.profile_steps is None else args.profile_steps
+    if args.profile_steps < 1:
+        parser.error(f"--profile-steps must be >= 1, got {args.profile_steps}")
     return args
 
 
@@ -105,8 +122,43 @@ def header(args: argparse.Namespace, runtime: Runtime) -> str:
     )
 
 
+def profile_header(args: argparse.Namespace, runtime: Runtime) -> str:
+    return "\n".join(
+        [
+            "# anyformer profile: where each step's time goes",
+            "",
+            f"Command: `python -m experiments.bench {' '.join(args.argv)}`".rstrip(),
+            f"Measured {datetime.date.today()}: torch {torch.__version__}, cpu ({cpu_name()}), fp32, "
+            f"{runtime.threads} CPU threads, torch.profiler over {args.profile_steps} steps per implementation after "
+            f"{TRAIN_SKIP + 1} unprofiled training steps, or after a {DECODE_PROMPT}-token prompt and "
+            f"{DECODE_SKIP} unprofiled decoded tokens.",
+            "",
+            "Self CPU time: an operator's time minus the operators it calls, so the operators add up to the time "
+            "spent in them; wall minus that is time outside any operator (Python, module calls, the profiler's "
+            "bookkeeping). The profiler adds a few microseconds per operator call, so read the shares and the "
+            "operator counts (exact whatever the machine's load) rather than the absolute times.",
+        ]
+    )
+
+
+def run_profile(args: argparse.Namespace) -> str:
+    """Profile what ``args.only`` selects; returns the markdown report."""
+    runtime = Runtime(device=args.device, threads=args.threads, repeats=1, calls=1)
+    torch.set_num_threads(runtime.threads)
+    cases = profile_cases(args.only, runtime, args.profile_steps)
+    return render_profile(cases, profile_header(args, runtime))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.profile:
+        report = run_profile(args)
+        print(report, end="")
+        if args.out_profile:
+            args.out_profile.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out_profile, report)
+            print(f"\nwrote {args.out_profile}")
+        return
     rows, head = run(args)
     print(head, end="\n\n")
     print(render_text(rows))

@@ -1,15 +1,16 @@
 """Comparison YAML files: the repository's load, and mistakes in one are clear errors."""
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from core.comparison import all_comparisons, load_comparison, same_command
+from core.comparison import EvalSpec, RunSpec, all_comparisons, load_comparison, same_command
 from core.config import TransformerConfig
 from core.errors import UsageError
-from core.tasks import TASKS
+from core.tasks import TASKS, TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,12 +22,16 @@ def test_every_repository_comparison_loads_with_existing_configs_and_known_field
     commands: dict[str, list[str]] = {}
     for comparison in comparisons:
         for run in comparison.runs:
-            assert (REPO / run.config).is_file() and run.task in TASKS
-            for override in run.overrides:  # a misspelt ablation field would only fail at run time
+            if isinstance(run, EvalSpec):  # its tool's own parser accepts the command (flags spelt right)
+                module = importlib.import_module(TOOLS[run.command[1]][0].split(":")[0])
+                module.build_parser().parse_args(run.argv()[2:])
+            else:
+                assert (REPO / run.config).is_file() and run.task in TASKS
+            for override in getattr(run, "overrides", ()):  # a misspelt ablation field would only fail at run time
                 if override.startswith("--model.config.transformer."):
                     assert override.split(".")[3].split("=")[0] in transformer_fields, override
             # A run shared by comparisons is one folder: it must be the same command everywhere.
-            assert same_command(commands.setdefault(run.name, run.fit_argv()), run.fit_argv()), run.name
+            assert same_command(commands.setdefault(run.name, run.argv()), run.argv()), run.name
 
 
 def _write(tmp_path: Path, **changes) -> Path:
@@ -68,6 +73,45 @@ def test_defaults_and_commands(tmp_path):
 def test_mistakes_are_one_clear_error(tmp_path, changes, message):
     with pytest.raises(UsageError, match=message):
         load_comparison(_write(tmp_path, **changes), root=tmp_path)
+
+
+EVAL = {"name": "three", "command": "anyformer rollout --ckpt runs/one/checkpoints/last.ckpt --targets 1,2"}
+
+
+def test_an_entry_with_a_command_is_an_evaluation_run(tmp_path):
+    runs = [{"name": "one", "task": "gpt", "config": "a.yaml"}, EVAL | {"after": ["one"]}]
+    comparison = load_comparison(_write(tmp_path, runs=runs), root=tmp_path)
+    fit, evaluation = comparison.runs
+    assert isinstance(fit, RunSpec) and fit.argv() == fit.fit_argv()
+    assert evaluation == EvalSpec(
+        "three", ("anyformer", "rollout", "--ckpt", "runs/one/checkpoints/last.ckpt", "--targets", "1,2"), ("one",)
+    )
+    assert evaluation.argv()[-2:] == ["--run-name", "three"]
+    assert comparison.tables[0].rows == ("one", "three")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (EVAL | {"command": "python -m evil"}, r"runs\[1\]\.command must be an `anyformer <tool> \.\.\.` command"),
+        (EVAL | {"command": "anyformer nope --x"}, r"'nope' is not an anyformer tool"),
+        (EVAL | {"command": "anyformer gpt fit --config a.yaml"}, "a training run has task and config instead"),
+        (EVAL | {"command": "anyformer generate --ckpt x"}, r"`anyformer generate` records no run; .* needs one of"),
+        (EVAL | {"command": "anyformer rollout --run-name x"}, "must not hold --run-name"),
+        (EVAL | {"command": "anyformer rollout --ckpt 'x"}, "cannot be split into arguments"),
+        (EVAL | {"after": ["two"]}, r"after \['two'\] must name runs listed before it \(\['one'\]\)"),
+        (EVAL | {"after": ["three"]}, r"after \['three'\] must name runs listed before it"),
+        (EVAL | {"then": ["test"]}, r"unknown keys \['then'\]"),
+    ],
+)
+def test_evaluation_run_mistakes_are_one_clear_error(tmp_path, entry, message):
+    runs = [
+        {"name": "one", "task": "gpt", "config": "a.yaml"},
+        entry,
+        {"name": "two", "task": "gpt", "config": "a.yaml"},
+    ]
+    with pytest.raises(UsageError, match=message):
+        load_comparison(_write(tmp_path, runs=runs), root=tmp_path)
 
 
 def test_duplicate_run_names_are_rejected(tmp_path):

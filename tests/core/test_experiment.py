@@ -33,7 +33,7 @@ def planned(tmp_path, monkeypatch):
 
 
 def _record(spec, **fields) -> None:
-    record = {"format": 1, "argv": spec.fit_argv(), "status": "finished", "started": "2026-01-01T00:00:00Z",
+    record = {"format": 1, "argv": spec.argv(), "status": "finished", "started": "2026-01-01T00:00:00Z",
               "ended": "2026-01-01T01:00:00Z", "metrics": {}} | fields  # fmt: skip
     write_record(Path("runs") / spec.name, record)
 
@@ -96,6 +96,75 @@ def test_unknown_comparison_is_a_usage_error(planned, capsys):
     assert "no comparison 'nope'" in capsys.readouterr().err
 
 
+@pytest.fixture
+def evaluated(tmp_path, monkeypatch):
+    """A fit and two evaluation runs after it (the second also after the first)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    runs = [{"name": "fit", "task": "gpt", "config": "a.yaml"},
+            {"name": "greedy", "command": "anyformer decode-eval --ckpt runs/fit/checkpoints/last.ckpt",
+             "after": ["fit"]},
+            {"name": "beam", "command": "anyformer decode-eval --ckpt runs/fit/checkpoints/last.ckpt --strategy beam",
+             "after": ["fit", "greedy"]}]  # fmt: skip
+    return load_comparison(_comparison(tmp_path, runs))
+
+
+def test_evaluation_runs_run_their_command_after_the_runs_they_read(evaluated):
+    greedy = evaluated.runs[1]
+    steps = experiment.plan(evaluated, Path("runs"))
+    assert [(s.label, s.action, s.reason) for s in steps] == [
+        ("fit", "run", "not run yet"), ("greedy", "run", "after fit"), ("beam", "run", "after fit, greedy")
+    ]  # fmt: skip
+    assert steps[1].argv == [*greedy.command, "--run-name", "greedy"] and steps[2].needs == ("fit", "greedy")
+
+
+def test_finished_evaluations_are_skipped_until_a_run_they_read_is_newer(evaluated):
+    fit, greedy, beam = evaluated.runs
+    _record(fit)  # ended 01:00
+    _record(greedy, started="2026-01-01T02:00:00Z", ended="2026-01-01T02:01:00Z")
+    _record(beam, started="2026-01-01T02:02:00Z", ended="2026-01-01T02:03:00Z")
+    assert _actions(evaluated) == [("fit", "skip"), ("greedy", "skip"), ("beam", "skip")]
+    _record(fit, ended="2026-01-01T02:01:30Z")  # retrained after greedy was scored, before beam
+    steps = experiment.plan(evaluated, Path("runs"))
+    assert [(s.label, s.action, s.reason) for s in steps] == [
+        ("fit", "skip", "finished 2026-01-01T02:01:30Z"), ("greedy", "run", "after fit"),
+        ("beam", "run", "after greedy"),
+    ]  # fmt: skip
+
+
+def test_an_evaluation_folder_of_another_command_is_refused(evaluated):
+    fit, greedy, _ = evaluated.runs
+    _record(greedy, argv=[*greedy.argv(), "--seed", "1"])
+    with pytest.raises(UsageError, match=r"runs/greedy holds a run made by .*--seed 1`, not by this comparison"):
+        experiment.plan(evaluated, Path("runs"))
+    _record(greedy, argv=fit.argv())
+    with pytest.raises(UsageError, match=r"runs/greedy holds a run made by `anyformer gpt fit"):
+        experiment.plan(evaluated, Path("runs"))
+
+
+def test_only_an_evaluation_needs_its_runs_finished_and_keeps_the_declared_order(evaluated):
+    fit = evaluated.runs[0]
+    with pytest.raises(UsageError, match=r"greedy runs after fit, which has not finished .*add --only fit"):
+        experiment.plan(evaluated, Path("runs"), only=["greedy"])
+    assert _actions(evaluated, only=["greedy", "fit"]) == [("fit", "run"), ("greedy", "run")]
+    _record(fit)
+    assert _actions(evaluated, only=["greedy"]) == [("greedy", "run")]
+
+
+def test_an_evaluation_does_not_start_when_a_run_it_reads_did_not_finish(evaluated, capsys, monkeypatch):
+    fit, _, _ = evaluated.runs
+    ran = []
+
+    def fit_stops_early(step):  # the fit exits 0 but ends early (status stopped): nothing to evaluate
+        ran.append(step.label)
+        _record(fit, status="stopped")
+        return 0
+
+    monkeypatch.setattr(experiment, "execute", fit_stops_early)
+    assert experiment.main(["toy", "--comparisons", "comparisons"]) == 1
+    assert ran == ["fit"] and "greedy needs fit finished first" in capsys.readouterr().err
+
+
 def _tiny_config(path: Path, corpus: Path, model: dict) -> str:
     path.write_text(yaml.safe_dump({
         "seed_everything": 1,
@@ -117,8 +186,12 @@ def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypat
          "config": _tiny_config(tmp_path / "gpt.yaml", corpus, {"transformer": {"dim": 16, "n_layers": 1}})},
         {"name": "lstm_tiny", "task": "lstm", "config": _tiny_config(tmp_path / "lstm.yaml", corpus, {"dim": 16}),
          "overrides": ["--model.config.n_layers=1"]},
+        {"name": "gpt_tiny_greedy", "after": ["gpt_tiny"],
+         "command": "anyformer decode-eval --ckpt runs/gpt_tiny/checkpoints/last.ckpt --prompts 2 --prompt-tokens 4 "
+                    "--new-tokens 8"},
     ]  # fmt: skip
-    _comparison(tmp_path, runs)
+    tables = [{"title": "Toy table", "columns": ["val_loss", "val_bpc", "params", "step", "gen_ppl"]}]
+    _comparison(tmp_path, runs, tables=tables)
     assert experiment.main(["toy", "--comparisons", "comparisons"]) == 0
 
     for name in ("gpt_tiny", "lstm_tiny"):
@@ -130,11 +203,14 @@ def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypat
         hparams = yaml.safe_load((tmp_path / "runs" / name / "hparams.yaml").read_text())
         assert record["params"] == hparams["n_parameters"]  # the model's own count, logged at fit start
     assert read_record(tmp_path / "runs" / "lstm_tiny")["argv"][-1] == "--model.config.n_layers=1"
+    evaluation = read_record(tmp_path / "runs" / "gpt_tiny_greedy")  # written by the tool in its child Python
+    assert evaluation["argv"][-2:] == ["--run-name", "gpt_tiny_greedy"] and evaluation["metrics"]["gen_ppl"] > 1
 
-    before = {name: (tmp_path / "runs" / name / "run.json").read_bytes() for name in ("gpt_tiny", "lstm_tiny")}
+    runs_made = ("gpt_tiny", "lstm_tiny", "gpt_tiny_greedy")
+    before = {name: (tmp_path / "runs" / name / "run.json").read_bytes() for name in runs_made}
     capsys.readouterr()
     assert experiment.main(["toy", "--comparisons", "comparisons"]) == 0  # everything finished: nothing runs
-    assert capsys.readouterr().out.count("skip ") == 2
+    assert capsys.readouterr().out.count("skip ") == 3
     assert {name: (tmp_path / "runs" / name / "run.json").read_bytes() for name in before} == before
 
     assert report.main(["--comparisons", "comparisons", "--out", "results"]) == 0
@@ -143,4 +219,5 @@ def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypat
         bpc = read_metrics(tmp_path / "runs" / name / "metrics.csv")["val_bpc"][-1]
         assert f"| {name} | " in text and f" {bpc:.4f} " in text
         assert math.isfinite(bpc)
+    assert f"| gpt_tiny_greedy | — | — | — | — | {evaluation['metrics']['gen_ppl']:.4f} |" in text
     assert (tmp_path / "results" / "toy.png").is_file()

@@ -2,11 +2,13 @@
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from core import run_record
 from core.report import MISSING, RESULTS_FILE, main
 
 MACHINE = {"platform": "Linux-x", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": None,
@@ -116,3 +118,27 @@ def test_stamp_names_commit_machine_and_dates_of_the_runs_behind_each_table(work
     assert "2026-11-23 09:00 UTC to 2026-11-23 11:15 UTC" in main_table
     alpha_table = text.split("### Alpha only", 1)[1]
     assert "- Commit: `0123456789`\n" in alpha_table and "to 2026-11-23 09:30 UTC" in alpha_table
+
+
+def test_an_evaluation_run_is_a_row_with_its_recorded_metrics_and_no_fit_facts(workspace):
+    evaluation = ["anyformer", "decode-eval", "--ckpt", "runs/alpha/checkpoints/last.ckpt", "--strategy", "beam"]
+    comparison = {
+        "title": "Evaluations",
+        "runs": [{"name": "alpha", "task": "gpt", "config": "exp.yaml"},
+                 {"name": "alpha_beam", "command": shlex.join(evaluation), "after": ["alpha"]},
+                 {"name": "alpha_greedy", "command": "anyformer decode-eval --ckpt x.ckpt"}],
+        "tables": [{"title": "Decoding", "rows": ["alpha_beam", "alpha_greedy"],
+                    "columns": ["gen_ppl", "distinct_2", "params", "wall_s", "step", "status", "device"]}],
+    }  # fmt: skip
+    (workspace / "comparisons" / "evals.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    make_run(workspace / "runs", "alpha")
+    started = run_record.utc_now()
+    argv = [*evaluation, "--run-name", "alpha_beam"]
+    metrics = {"gen_ppl": 2.718281, "distinct_2": 0.5}
+    run_record.record_evaluation(workspace / "runs" / "alpha_beam", argv, metrics, started, started)
+    text = report(workspace)
+    threads = run_record.read_record(workspace / "runs" / "alpha_beam")["machine"]["torch_threads"]
+    cells = ["2.7183", "0.5000", MISSING, MISSING, MISSING, "finished", f"CPU, {threads} threads"]
+    assert row(text, "alpha_beam") == cells
+    assert row(text, "alpha_greedy") == ["not run"] + [MISSING] * 6
+    assert f"    {shlex.join(argv)}" in text  # the command, as run, in the section's list

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.callbacks import RunRecord, WallClock
-from core.run_record import config_paths, read_record
+from core.errors import UsageError
+from core.run_record import config_paths, evaluation_dir, read_record, record_evaluation, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 ARGV = ["anyformer", "toy", "fit", "--config", "experiments/toy.yaml", "--run-name", "toy"]
@@ -178,3 +179,31 @@ def test_fast_dev_run_writes_no_record(tmp_path):
 
 def test_config_paths_reads_both_spellings():
     assert config_paths(["fit", "--config", "a.yaml", "--config=b.yaml", "--x", "1"]) == ["a.yaml", "b.yaml"]
+
+
+def test_an_evaluation_records_its_metrics_and_never_overwrites_another_commands_run(tmp_path):
+    runs = tmp_path / "runs"
+    argv = ["anyformer", "decode-eval", "--ckpt", "m.ckpt", "--run-name", "ev"]
+    run_dir = evaluation_dir("ev", argv, runs)
+    assert run_dir == runs / "ev" and not run_dir.exists()  # checked, not created, before the evaluation
+    record_evaluation(run_dir, argv, {"gen_ppl": torch.tensor(2.5).item(), "distinct_1": 1}, "2026-01-01T00:00:00Z",
+                      "2026-01-01T00:00:09Z")  # fmt: skip
+    record = read_record(run_dir)
+    assert record["status"] == "finished" and record["task"] == "decode-eval" and record["argv"] == argv
+    assert record["metrics"] == {"gen_ppl": 2.5, "distinct_1": 1.0}
+    assert (record["started"], record["ended"]) == ("2026-01-01T00:00:00Z", "2026-01-01T00:00:09Z")
+    assert record["machine"]["cores"] == os.cpu_count() and set(record["git"]) == {"commit", "dirty"}
+    assert not {"params", "wall_s", "step"} & set(record)  # facts of a fit, which an evaluation has not
+
+    record_evaluation(run_dir, argv, {"gen_ppl": 3.0}, "2026-01-02T00:00:00Z", "2026-01-02T00:00:01Z")  # rerun
+    assert read_record(run_dir)["metrics"] == {"gen_ppl": 3.0}
+    before = (run_dir / "run.json").read_text()
+    with pytest.raises(UsageError, match=r"runs/ev holds a run made by `anyformer decode-eval --ckpt m\.ckpt"):
+        record_evaluation(run_dir, [*argv, "--seed", "1"], {"gen_ppl": 1.0}, "x", "y")
+    assert (run_dir / "run.json").read_text() == before
+    write_record(runs / "fit", {"format": 1, "argv": ARGV, "status": "finished"})
+    with pytest.raises(UsageError, match="runs/fit holds a run made by `anyformer toy fit"):
+        evaluation_dir("fit", argv, runs)
+    for bad in ("a/b", ".hidden", ""):
+        with pytest.raises(UsageError, match="must be a plain folder name"):
+            evaluation_dir(bad, argv, runs)

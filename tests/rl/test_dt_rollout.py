@@ -9,12 +9,14 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from core.checkpoint import load_task
 from core.cli import main as anyformer
 from core.config import TransformerConfig
+from core.run_record import read_record
 from core.training import FORMAT_VERSION
 from rl.collect import collect
 from rl.dt import DTConfig
-from rl.rollout import PALETTE, EpisodeHistory, frame_strip, main, render_frame, rollout
+from rl.rollout import PALETTE, EpisodeHistory, frame_strip, main, render_frame, return_metrics, rollout
 from rl.task import DTModule
 from rl.trajectories import save_trajectories
 
@@ -161,6 +163,31 @@ def test_targets_table_and_frame_strip(cartpole_checkpoint, capsys, tmp_path):
     assert "dataset: 2 episodes, return mean 20.0" in out
     strip = Image.open(tmp_path / "f.png")
     assert strip.mode == "RGB" and strip.height == 80 and strip.width >= 120
+
+
+def test_run_name_records_the_mean_and_std_return_of_each_target(cartpole_checkpoint, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--ckpt", str(cartpole_checkpoint), "--targets", "10,50", "--episodes", "3", "--seed", "2",
+            "--max-steps", "30", "--run-name", "dt_returns"]  # fmt: skip
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "recorded in runs/dt_returns/run.json" in out
+    record = read_record(tmp_path / "runs" / "dt_returns")
+    assert record["status"] == "finished" and record["argv"] == ["anyformer", "rollout", *argv]
+
+    # The same episodes played directly: seeds 2, 3, 4 and a sampler seeded by 2 for each target.
+    module = load_task(cartpole_checkpoint)
+    expected = {}
+    for target in (10, 50):
+        envs = [gym.make("CartPole-v1") for _ in range(3)]
+        generator = torch.Generator().manual_seed(2)
+        returns = [h.episode_return for h in rollout(module.model, envs, target, [2, 3, 4], 30, generator=generator)]
+        expected |= {f"return_mean_target_{target}": np.mean(returns), f"return_std_target_{target}": np.std(returns)}
+    assert record["metrics"] == pytest.approx(expected)
+    by_target = return_metrics([0.5], [np.array([1.0, 3.0])])
+    assert by_target == {"return_mean_target_0.5": 2.0, "return_std_target_0.5": 1.0}  # population std
+
+    code, _, err = run_cli([*argv[:-2], "--run-name", "a/b"], capsys)
+    assert code == 2 and "--run-name 'a/b' must be a plain folder name" in err
 
 
 def test_collect_fit_rollout_end_to_end(tmp_path, monkeypatch, capsys):
