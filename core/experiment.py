@@ -174,6 +174,8 @@ def main(argv: list[str]) -> int:
             # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
             print(f"anyformer experiment: {step.label} needs {', '.join(unfinished)} finished first", file=sys.stderr)
             return 1
+        if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
+            Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
         if (status := execute(step)) != 0:
             print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
             return 1

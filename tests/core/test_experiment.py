@@ -221,3 +221,24 @@ def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypat
         assert math.isfinite(bpc)
     assert f"| gpt_tiny_greedy | — | — | — | — | {evaluation['metrics']['gen_ppl']:.4f} |" in text
     assert (tmp_path / "results" / "toy.png").is_file()
+
+
+def test_setup_gets_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
+    """`anyformer collect` refuses a missing output folder; on a fresh clone `data/` is one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    setup = [{"command": "anyformer collect --out data/sub/set.npz", "creates": "data/sub/set.npz"}]
+    _comparison(tmp_path, [{"name": "one", "task": "gpt", "config": "a.yaml"}], setup=setup)
+    ran = []
+
+    def execute(step):
+        if step.label != "setup":
+            return 1  # stop after the setup: only it is under test
+        assert Path("data/sub").is_dir()  # made before the tool runs
+        Path("data/sub/set.npz").write_bytes(b"x")
+        ran.append(step.label)
+        return 0
+
+    monkeypatch.setattr(experiment, "execute", execute)
+    assert experiment.main(["toy", "--comparisons", "comparisons"]) == 1
+    assert ran == ["setup"]

@@ -142,3 +142,29 @@ def test_an_evaluation_run_is_a_row_with_its_recorded_metrics_and_no_fit_facts(w
     assert row(text, "alpha_beam") == cells
     assert row(text, "alpha_greedy") == ["not run"] + [MISSING] * 6
     assert f"    {shlex.join(argv)}" in text  # the command, as run, in the section's list
+
+
+def test_the_readme_block_gets_the_suite_tables_and_nothing_else_changes(workspace):
+    comparison = yaml.safe_load((workspace / "comparisons" / "toy.yaml").read_text())
+    (workspace / "comparisons" / "suite.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    make_run(workspace / "runs", "alpha", curve=[(10, 1.0, 3.0, 0.5)])
+    before, after = "# Project\n\nIntro.\n\n", "\n## Next\n\nText.\n"
+    readme = workspace / "README.md"
+    readme.write_text(before + "<!-- suite-table:start -->\nold table\n<!-- suite-table:end -->" + after)
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons", "--readme", "README.md"]) == 0
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith("<!-- suite-table:end -->" + after)
+    assert "old table" not in text and "#### Main" in text
+    assert row(text, "alpha") == row(report(workspace), "alpha")  # the same cells as RESULTS.md
+    assert row(text, "beta")[0] == "not run"
+    first = text
+    report(workspace)
+    assert readme.read_text() == first  # regenerating gives the same bytes
+
+
+def test_a_readme_without_markers_is_left_alone(workspace):
+    (workspace / "comparisons" / "suite.yaml").write_text((workspace / "comparisons" / "toy.yaml").read_text())
+    readme = workspace / "README.md"
+    readme.write_text("# Project\n")
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons", "--readme", "README.md"]) == 0
+    assert readme.read_text() == "# Project\n"
