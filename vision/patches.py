@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.positions import sinusoidal_table
+from vision.stem import STEMS, ConvStem
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -114,10 +115,12 @@ class PatchTokenizer(nn.Module):
     """Image (B, C, H, W) -> tokens (B, 1 + N, D): patch projection, [CLS], 2-D positions.
 
     The projection is ``Conv2d(C, D, kernel_size=P, stride=P)`` (timm's ``PatchEmbed``), which is
-    a linear map of each ``patchify`` row. ``learned`` positions are one (1, 1 + N, D) parameter
-    with the [CLS] position first (timm's ``pos_embed`` layout), bicubically resampled when the
-    input grid differs from the training one; ``sinusoidal`` positions are computed for any grid
-    (and are zero for [CLS]).
+    a linear map of each ``patchify`` row; with ``stem="conv"`` it is a :class:`ConvStem` giving the
+    same (Gh, Gw) grid of tokens from overlapping strided convolutions (the hybrid ViT).
+
+    ``learned`` positions are one (1, 1 + N, D) parameter with the [CLS] position first (timm's
+    ``pos_embed`` layout), bicubically resampled when the input grid differs from the training one;
+    ``sinusoidal`` positions are computed for any grid (and are zero for [CLS]).
 
     Args:
         image_size: (H, W) or one side of a square image the model is built for.
@@ -125,19 +128,33 @@ class PatchTokenizer(nn.Module):
         in_channels: C.
         dim: D.
         position: ``learned`` or ``sinusoidal``.
+        stem: ``patch`` (linear patch projection) or ``conv`` (:class:`ConvStem`; P a power of two).
+        stem_width: channels of the conv stem's first block.
     """
 
     def __init__(
-        self, image_size: int | tuple[int, int], patch_size: int, in_channels: int, dim: int, position: str = "learned"
+        self,
+        image_size: int | tuple[int, int],
+        patch_size: int,
+        in_channels: int,
+        dim: int,
+        position: str = "learned",
+        stem: str = "patch",
+        stem_width: int = 32,
     ) -> None:
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"PatchTokenizer position={position!r} is not one of {list(POSITIONS)}")
+        if stem not in STEMS:
+            raise ValueError(f"PatchTokenizer stem={stem!r} is not one of {list(STEMS)}")
         self.image_size, self.patch_size, self.in_channels = to_2tuple(image_size), patch_size, in_channels
         self.grid_size = check_divisible(self.image_size, patch_size)
         self.num_patches = math.prod(self.grid_size)
         self.position = position
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        if stem == "patch":
+            self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        else:
+            self.proj = ConvStem(in_channels, dim, patch_size, stem_width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.cls_token, std=1e-6)
         if position == "learned":

@@ -19,6 +19,7 @@ from core.config import TransformerConfig
 from core.init import init_weights
 from core.stack import Encoder
 from vision.patches import POSITIONS, PatchTokenizer, check_divisible, to_2tuple
+from vision.stem import STEMS
 
 POOLS = ("cls", "mean")
 
@@ -43,6 +44,11 @@ class ViTConfig:
     """Image summary the head reads: ``cls`` ([CLS] token) or ``mean`` (mean of the patch tokens)."""
     position: str = "learned"
     """2-D patch positions: ``learned`` (timm layout, resampled for other sizes) or ``sinusoidal``."""
+    stem: str = "patch"
+    """Tokenizer: ``patch`` (linear PxP patch projection, the ViT) or ``conv`` (strided 3x3 convolutions
+    to the same token grid, the hybrid ViT of Xiao et al. 2021; P a power of two)."""
+    stem_width: int = 32
+    """Channels of the conv stem's first block (doubled at each of its log2(P) blocks)."""
     transformer: TransformerConfig = field(default_factory=_vit_transformer)
     """The encoder stack; ``position`` must be ``none`` (the patch tokenizer adds 2-D positions)."""
 
@@ -51,6 +57,12 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.pool={self.pool!r} is not one of {list(POOLS)}")
         if self.position not in POSITIONS:
             raise ValueError(f"ViTConfig.position={self.position!r} is not one of {list(POSITIONS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"ViTConfig.stem={self.stem!r} is not one of {list(STEMS)}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(
+                f"ViTConfig.stem='conv' needs a patch_size that is a power of two >= 2, got {self.patch_size}"
+            )
         if self.transformer.position != "none":
             raise ValueError(
                 f"ViTConfig.transformer.position={self.transformer.position!r} must be 'none': the patch tokenizer "
@@ -84,7 +96,9 @@ class ViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim = cfg.transformer.dim
-        self.tokenizer = PatchTokenizer(cfg.image_size, cfg.patch_size, cfg.in_channels, dim, cfg.position)
+        self.tokenizer = PatchTokenizer(
+            cfg.image_size, cfg.patch_size, cfg.in_channels, dim, cfg.position, cfg.stem, cfg.stem_width
+        )
         self.encoder = Encoder(cfg.transformer)
         self.head = nn.Linear(dim, cfg.num_classes)
         init_weights(self.encoder, cfg.transformer.n_layers)
