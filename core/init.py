@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from torch import nn
 
@@ -28,3 +29,15 @@ def init_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> None:
     for name, param in model.named_parameters():
         if name.endswith(RESIDUAL_PROJECTIONS):
             nn.init.normal_(param, std=std / math.sqrt(2 * n_layers))
+
+
+def init_scaled_embeddings(embeddings: Iterable[nn.Embedding], dim: int) -> float:
+    """The original Transformer's token embeddings: Normal(0, 1/dim) weights, read times sqrt(dim).
+
+    A token vector then has entries of size ~1, the scale of sinusoidal positions (whose entries
+    are sines and cosines). With GPT-2's Normal(0, 0.02) embeddings the positions would outweigh
+    the tokens ~35 to 1 at dim 128. Returns the factor the caller multiplies looked-up rows by.
+    """
+    for embedding in embeddings:
+        nn.init.normal_(embedding.weight, std=dim**-0.5)
+    return math.sqrt(dim)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from core.cache import DecoderCache
 from core.config import TransformerConfig
-from core.init import init_weights
+from core.init import init_scaled_embeddings, init_weights
 from core.stack import Decoder
 from core.training import OptimConfig, TaskModule
 
@@ -27,6 +27,9 @@ class GPTConfig:
     """The causal stack."""
     tie_embeddings: bool = True
     """Share the LM head's matrix with the token embedding (GPT-2)."""
+    scale_embeddings: bool = False
+    """Token embeddings drawn from Normal(0, 1/dim) and multiplied by sqrt(dim) (original Transformer):
+    the scale sinusoidal positions need; off keeps GPT-2's Normal(0, 0.02), right for learned/RoPE."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 1:
@@ -43,6 +46,9 @@ class GPT(nn.Module):
         self.decoder = Decoder(cfg.transformer)
         self.lm_head = nn.Linear(cfg.transformer.dim, cfg.vocab_size, bias=False)
         init_weights(self, cfg.transformer.n_layers)
+        self.embedding_scale = 1.0
+        if cfg.scale_embeddings:
+            self.embedding_scale = init_scaled_embeddings([self.token_embedding], cfg.transformer.dim)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
 
@@ -69,7 +75,10 @@ class GPT(nn.Module):
             low, high = ids.aminmax()  # one reduction and one device sync per call (a decoding step)
             if bool((low < 0) | (high >= self.cfg.vocab_size)):
                 raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{low}, {high}]")
-        hidden = self.decoder(self.token_embedding(ids), mask=mask, cache=cache)
+        embedded = self.token_embedding(ids)
+        if self.embedding_scale != 1.0:
+            embedded = embedded * self.embedding_scale
+        hidden = self.decoder(embedded, mask=mask, cache=cache)
         return self.lm_head(hidden)
 
     def num_parameters(self) -> int:

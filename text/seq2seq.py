@@ -23,7 +23,6 @@ greedy (``generate``) or beam search (``beam_search``) through it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 from core.cache import DecoderCache
 from core.config import TransformerConfig
 from core.decoding import GenerationConfig, beam_search, generate
-from core.init import init_weights
+from core.init import init_scaled_embeddings, init_weights
 from core.masks import padding_mask
 from core.stack import EncoderDecoder
 
@@ -93,10 +92,9 @@ class Seq2Seq(nn.Module):
         init_weights(self, cfg.encoder.n_layers)
         init_weights(self.core.decoder, cfg.decoder.n_layers)
         self.embedding_scale = 1.0
-        if cfg.scale_embeddings:  # the original Transformer: N(0, 1/dim) tokens, times sqrt(dim)
-            self.embedding_scale = math.sqrt(cfg.dim)
-            for embedding in [self.src_embedding] + ([] if cfg.shared_vocab else [self.tgt_embedding]):
-                nn.init.normal_(embedding.weight, std=cfg.dim**-0.5)
+        if cfg.scale_embeddings:
+            embeddings = {id(e): e for e in (self.src_embedding, self.tgt_embedding)}.values()  # shared: once
+            self.embedding_scale = init_scaled_embeddings(embeddings, cfg.dim)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tgt_embedding.weight
 

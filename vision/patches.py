@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from core.positions import sinusoidal_table
 from vision.stem import STEMS, ConvStem
 
-POSITIONS = ("learned", "sinusoidal")
+POSITIONS = ("learned", "sinusoidal", "none")
 
 
 def to_2tuple(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -120,14 +120,15 @@ class PatchTokenizer(nn.Module):
 
     ``learned`` positions are one (1, 1 + N, D) parameter with the [CLS] position first (timm's
     ``pos_embed`` layout), bicubically resampled when the input grid differs from the training one;
-    ``sinusoidal`` positions are computed for any grid (and are zero for [CLS]).
+    ``sinusoidal`` positions are computed for any grid (and are zero for [CLS]); ``none`` adds no
+    positions (a bag of patches, the ablation baseline).
 
     Args:
         image_size: (H, W) or one side of a square image the model is built for.
         patch_size: P, the side of a square patch.
         in_channels: C.
         dim: D.
-        position: ``learned`` or ``sinusoidal``.
+        position: ``learned``, ``sinusoidal`` or ``none``.
         stem: ``patch`` (linear patch projection) or ``conv`` (:class:`ConvStem`; P a power of two).
         stem_width: channels of the conv stem's first block.
     """
@@ -160,10 +161,12 @@ class PatchTokenizer(nn.Module):
         if position == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, dim))
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        else:
+        elif position == "sinusoidal":
             self.pos_embed = None
             table = torch.cat([torch.zeros(1, dim), sinusoidal_grid(self.grid_size, dim)])[None]  # (1, 1+N, D)
             self.register_buffer("sin_table", table, persistent=False)
+        else:
+            self.pos_embed = None
 
     def check_images(self, images: Tensor) -> tuple[int, int]:
         """The patch grid of ``images``; ValueError naming the shape (or the NaN/inf pixels) when it
@@ -197,4 +200,6 @@ class PatchTokenizer(nn.Module):
         x = self.proj(images)  # (B, D, Gh, Gw)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        if self.position == "none":
+            return x
         return x + self.positions(grid).to(x.dtype)

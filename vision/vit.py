@@ -43,7 +43,8 @@ class ViTConfig:
     pool: str = "cls"
     """Image summary the head reads: ``cls`` ([CLS] token) or ``mean`` (mean of the patch tokens)."""
     position: str = "learned"
-    """2-D patch positions: ``learned`` (timm layout, resampled for other sizes) or ``sinusoidal``."""
+    """2-D patch positions: ``learned`` (timm layout, resampled for other sizes), ``sinusoidal``, or ``none``
+    (no positions: the ablation that shows what they are for)."""
     stem: str = "patch"
     """Tokenizer: ``patch`` (linear PxP patch projection, the ViT) or ``conv`` (strided 3x3 convolutions
     to the same token grid, the hybrid ViT of Xiao et al. 2021; P a power of two)."""

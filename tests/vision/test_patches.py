@@ -123,3 +123,23 @@ def test_size_not_divisible_by_the_patch_is_an_error() -> None:
         PatchTokenizer(8, patch_size=3, in_channels=1, dim=8)
     with pytest.raises(ValueError, match="position='rope' is not one of"):
         PatchTokenizer(8, patch_size=4, in_channels=1, dim=8, position="rope")
+
+
+def test_without_positions_a_mean_pooled_vit_cannot_tell_where_a_patch_is() -> None:
+    # No positions: tokens are a set, so shuffling the patches (pixels move with their patch)
+    # permutes the tokens and leaves a mean-pooled prediction unchanged; with positions it changes.
+    from vision.vit import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 1, 12, 12)
+    order = torch.randperm(9)
+    shuffled = unpatchify(patchify(images, 4)[:, order], 4, 12)
+    for position, invariant in [("none", True), ("sinusoidal", False), ("learned", False)]:
+        model = ViT(ViTConfig(image_size=12, patch_size=4, pool="mean", position=position)).eval()
+        if position == "learned":
+            torch.nn.init.normal_(model.tokenizer.pos_embed, std=1.0)
+        tokens, tokens_shuffled = model.tokenizer(images), model.tokenizer(shuffled)
+        if invariant:
+            torch.testing.assert_close(tokens_shuffled[:, 1:], tokens[:, 1 + order])
+        same = torch.allclose(model(images), model(shuffled), atol=1e-5)
+        assert same is invariant, position
