@@ -5,6 +5,11 @@
     anyformer attention --ckpt runs/vit_digits/checkpoints/last.ckpt digit.png --out vit.png --layer 2
     anyformer attention --ckpt runs/speech_fsdd/checkpoints/last.ckpt clip.wav --out speech.png
     anyformer attention --ckpt runs/dt_cartpole/checkpoints/last.ckpt --out dt.png
+    anyformer attention --ckpt runs/vit_digits/checkpoints/last.ckpt --run-name attention_vit
+
+With ``--run-name NAME`` (instead of, or besides, ``--out``) the figure is drawn to
+``runs/NAME/figure.png`` and the run recorded in ``runs/NAME/run.json``: a comparison lists such
+runs under ``figures:`` and ``anyformer report`` places them beside RESULTS.md.
 
 The command dispatches on the checkpoint's task (:data:`FIGURES`, import paths resolved only when
 used, so the core imports no domain package); each domain draws its own figure:
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from core import run_record
 from core.atomic import atomic_open
 from core.checkpoint import load_task
 from core.errors import ArgumentParser, UsageError, reports_usage_errors
@@ -160,7 +166,10 @@ def build_parser() -> ArgumentParser:
         help="a sentence (gpt, bert, bert-classify), an image (vit), an audio file (speech) or a trajectories "
         ".npz (dt); default: a built-in sentence, the dataset's first test image or clip, a short rollout",
     )  # fmt: skip
-    parser.add_argument("--out", required=True, metavar="FIGURE.png", help="the PNG to write")
+    parser.add_argument(
+        "--out", metavar="FIGURE.png", help="the PNG to write (with --run-name, default runs/NAME/figure.png)"
+    )
+    parser.add_argument("--run-name", help="draw into runs/RUN_NAME/figure.png and record the run in its run.json")
     parser.add_argument(
         "--layer", type=int, metavar="L",
         help="layer to draw, 1 = first (default: the last); for vit and speech, the rollout runs through layers 1..L",
@@ -171,17 +180,30 @@ def build_parser() -> ArgumentParser:
 @reports_usage_errors(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``anyformer attention``; returns the exit code (2: bad input, one line on stderr)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    if out.is_dir():
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    typed = ["anyformer", PROG.split()[-1], *argv]
+    run_dir = run_record.evaluation_dir(args.run_name, typed) if args.run_name is not None else None
+    started = run_record.utc_now()
+    if args.out is None and run_dir is None:
+        raise UsageError("give --out FIGURE.png, or --run-name NAME to draw into runs/NAME/figure.png")
+    out = Path(args.out) if args.out is not None else run_dir / run_record.FIGURE_FILE
+    if args.out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'attention.png'}")
-    if not out.parent.is_dir():
+    if args.out is not None and not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     module = load_task(args.ckpt, tasks=tuple(FIGURES))  # CheckpointError is a UsageError
     fig = resolve(FIGURES[module.task_name])(module, args.input, args.layer)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad input leaves no empty run folder
     try:
         save_png(fig, out)
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write the figure ({err})") from None
     print(f"attention figure: {out}")
+    if run_dir is not None:
+        if out != run_dir / run_record.FIGURE_FILE:
+            save_png(fig, run_dir / run_record.FIGURE_FILE)
+        run_record.record_evaluation(run_dir, typed, {}, started, run_record.utc_now())
+        print(f"recorded in {run_dir / run_record.RUN_FILE}")
     return 0

@@ -23,6 +23,8 @@ documented in the header of every comparison file; in short::
       - title: text
         rows: [run_name, ...]         # optional: default every run, in order
         columns: [val_loss, params, wall_s, device]   # metric keys or run facts (see core.report)
+    figures: [eval_name, ...]         # optional: evaluation runs that draw runs/<name>/figure.png
+                                      # (`anyformer attention ... --run-name`); the report shows them
 
 An evaluation run is ``<command> --run-name <name>``; its tool (one of core.tasks.EVALUATION_TOOLS)
 writes ``runs/<name>/run.json`` with its metrics itself (``core.run_record.record_evaluation``).
@@ -42,6 +44,8 @@ from core.tasks import EVALUATION_TOOLS, TASKS, TOOLS
 
 COMPARISONS_DIR = Path("experiments/comparisons")
 THEN_STEPS = ("test",)
+FIGURE_TOOL = "attention"
+"""The evaluation tool whose runs draw ``runs/<name>/figure.png``."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class Comparison:
     description: str = ""
     plot: str = "val_loss"
     setup: tuple[SetupStep, ...] = field(default=())
+    figures: tuple[str, ...] = ()
+    """Evaluation runs whose ``runs/<name>/figure.png`` the report copies beside RESULTS.md."""
 
     def run(self, name: str) -> Run:
         for spec in self.runs:
@@ -231,7 +237,8 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     Raises:
         UsageError: a missing file, a bad key or value, an unknown task, a config that does not
             exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
-            listed before it, a duplicate run name, or a table row that is not one of the runs.
+            listed before it, a duplicate run name, a table row that is not one of the runs, or a
+            figure that is not an ``anyformer attention`` run of the comparison.
     """
     path, root = Path(path), Path(root)
     if not path.is_file():
@@ -240,7 +247,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UsageError(f"{path} is not valid YAML: {err}") from err
-    raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup"})
+    raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup", "figures"})
     if not isinstance(raw["runs"], list) or not raw["runs"]:
         raise UsageError(f"{path}: runs must be a non-empty list")
     runs: list[Run] = []
@@ -266,6 +273,13 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         if not str(step["command"]).startswith("anyformer "):
             raise UsageError(f"{path}: setup[{i}].command must be an `anyformer ...` command, got {step['command']!r}")
         setup.append(SetupStep(str(step["command"]), str(step["creates"])))
+    figures = _str_list(f"{path}: figures", raw.get("figures") or [])
+    drawn = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (FIGURE_TOOL,)}
+    if not_drawn := [name for name in figures if name not in drawn]:
+        raise UsageError(
+            f"{path}: figures {not_drawn} are not `anyformer {FIGURE_TOOL}` runs of this comparison "
+            f"(those are {sorted(drawn)})"
+        )
     return Comparison(
         name=path.stem,
         title=str(raw["title"]),
@@ -274,6 +288,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         description=str(raw.get("description", "")).strip(),
         plot=str(raw.get("plot", "val_loss")),
         setup=tuple(setup),
+        figures=figures,
     )
 
 

@@ -173,7 +173,49 @@ def render_table(table: TableSpec, results: dict[str, RunResult]) -> list[str]:
     return [*lines, "", *stamp(rows), ""]
 
 
-def render_comparison(comparison: Comparison, results: dict[str, RunResult], plot_file: str | None) -> str:
+def render_figures(comparison: Comparison, results: dict[str, RunResult], figure_files: dict[str, str]) -> list[str]:
+    """A heading and, per figure run, the command that drew it, its image and its stamp (or why it is missing)."""
+    if not comparison.figures:
+        return []
+    lines = ["### Figures", ""]
+    for name in comparison.figures:
+        result = results[name]
+        lines += [f"{name}: `{command_line(result.spec.argv())}`", ""]
+        if name in figure_files:
+            lines += [f"![{name}]({figure_files[name]})", "", *stamp([result]), ""]
+        else:
+            lines += [f"Not drawn yet: {result.problem or 'no figure in its run folder'}.", ""]
+    return lines
+
+
+def copy_figures(
+    comparison: Comparison, results: dict[str, RunResult], runs_dir: Path, out_dir: Path
+) -> dict[str, str]:
+    """Copy each finished figure run's ``figure.png`` to ``out_dir/<name>.png``; remove stale copies.
+
+    Returns:
+        Figure run name -> file name (in ``out_dir``) of the figures copied.
+    """
+    copied = {}
+    for name in comparison.figures:
+        source, target = runs_dir / name / run_record.FIGURE_FILE, out_dir / f"{name}.png"
+        if results[name].problem is None and source.is_file():
+            data = source.read_bytes()
+            if not target.is_file() or target.read_bytes() != data:
+                with atomic_open(target) as file:
+                    file.write(data)
+            copied[name] = target.name
+        else:
+            target.unlink(missing_ok=True)  # a figure whose run is no longer backed must not stay
+    return copied
+
+
+def render_comparison(
+    comparison: Comparison,
+    results: dict[str, RunResult],
+    plot_file: str | None,
+    figure_files: dict[str, str] | None = None,
+) -> str:
     lines = [f"## {comparison.name}: {comparison.title}", ""]
     if comparison.description:
         lines += [comparison.description, ""]
@@ -190,6 +232,7 @@ def render_comparison(comparison: Comparison, results: dict[str, RunResult], plo
         lines += [f"![{comparison.plot} learning curves of {comparison.name}]({plot_file})", ""]
     else:
         lines += [f"No {comparison.plot} learning curve logged yet.", ""]
+    lines += render_figures(comparison, results, figure_files or {})
     return "\n".join(lines)
 
 
@@ -248,7 +291,9 @@ def write_report(
             written.append(png)
         else:
             png.unlink(missing_ok=True)  # a stale figure would show runs no longer backed
-        sections.append(render_comparison(comparison, results, png.name if png in written else None))
+        figures = copy_figures(comparison, results, runs_dir, out_dir)
+        written += [out_dir / file for file in figures.values()]
+        sections.append(render_comparison(comparison, results, png.name if png in written else None, figures))
     header = [
         "# Results",
         "",

@@ -34,6 +34,8 @@ from core.comparison import command_line, same_command
 from core.errors import UsageError
 
 RUN_FILE = "run.json"
+FIGURE_FILE = "figure.png"
+"""What a figure-drawing evaluation run (``anyformer attention --run-name``) leaves in its folder."""
 FORMAT_VERSION = 1
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 """``finished``: fit reached max_steps/max_epochs; ``stopped``: ended early (e.g. early stopping);

@@ -58,7 +58,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "report": ("core.report:main", "regenerate experiments/results/RESULTS.md and plots from the run logs"),
 }
 
-EVALUATION_TOOLS = ("decode-eval", "rollout")
+EVALUATION_TOOLS = ("decode-eval", "rollout", "attention")
 """Tools that take ``--run-name NAME`` and record their metrics in ``runs/NAME/run.json``
 (``core.run_record.record_evaluation``): the evaluation runs of a comparison."""
 

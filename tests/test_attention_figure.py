@@ -270,3 +270,20 @@ def test_bad_input_is_one_line_exit_2_and_no_file(ckpts, tmp_path, capsys, task,
     assert len(lines) == 1 and lines[0].startswith("anyformer attention: error: ") and needle in lines[0], lines
     assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_name_draws_into_the_run_folder_and_records_the_run(ckpts, tmp_path, monkeypatch, capsys):
+    from core import run_record
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["attention", "--ckpt", str(ckpts["gpt"]), "--run-name", "attn_gpt"]
+    assert anyformer(argv) == 0
+    _assert_png(tmp_path / "runs" / "attn_gpt" / run_record.FIGURE_FILE)
+    record = run_record.read_record(tmp_path / "runs" / "attn_gpt")
+    assert record["status"] == "finished" and record["task"] == "attention"
+    assert record["argv"] == ["anyformer", *argv]
+    capsys.readouterr()
+    assert anyformer(["attention", "--ckpt", str(ckpts["gpt"])]) == 2  # neither --out nor --run-name
+    assert "give --out FIGURE.png, or --run-name NAME" in capsys.readouterr().err
+    assert anyformer(["attention", "--ckpt", str(tmp_path / "missing.ckpt"), "--run-name", "attn_bad"]) == 2
+    assert not (tmp_path / "runs" / "attn_bad").exists()  # a failed run leaves no folder

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from core.checkpoint import CheckpointError
+from core.classifier import ClassifierModule
 from core.training import OptimConfig, TaskModule, dataclass_from_dict
 from text.bert import BertConfig, BertForClassification, BertForPretraining
 from text.bert_data import IGNORE_INDEX, pretrained_checkpoint
@@ -99,9 +100,9 @@ class BertPretrainModule(TaskModule):
         self.log_dict({"val_mlm_acc": self.val_mlm_acc, "val_nsp_acc": self.val_nsp_acc}, prog_bar=True)
 
 
-class SentenceClassifierModule(TaskModule):
-    """Sentence classification on ``TextClassificationDataModule`` batches: cross-entropy; logs
-    ``train_loss``, ``train_acc``, ``val_loss`` and ``val_acc`` (accuracy over the whole split).
+class SentenceClassifierModule(ClassifierModule):
+    """Sentence classification on ``TextClassificationDataModule`` batches (cross-entropy, accuracy
+    over each split); checkpoints carry the tokenizer and ``max_seq_len``.
 
     Shared by ``bert-classify`` and its ``text-bow`` baseline, so both report the same columns
     and ``anyformer classify`` reads both checkpoints. Subclasses build ``self.model`` and say how
@@ -109,11 +110,8 @@ class SentenceClassifierModule(TaskModule):
     """
 
     def __init__(self, config: Any, model: nn.Module, optim: OptimConfig | None) -> None:
-        super().__init__(config, optim)
-        self.model = model
+        super().__init__(config, model, optim)
         self.tokenizer: Any = None
-        self.class_names: list[str] = [str(i) for i in range(config.num_classes)]
-        self.val_acc = MeanMetric()
 
     @property
     def max_seq_len(self) -> int:
@@ -125,34 +123,22 @@ class SentenceClassifierModule(TaskModule):
         ``attention_mask`` (True = real token), as ``text.bert_data.pad_batch`` builds it."""
         raise NotImplementedError
 
+    def batch_labels(self, batch: Batch) -> Tensor:
+        return batch["labels"]
+
     def read_data(self, data: Any) -> None:
+        super().read_data(data)
         self.tokenizer = data.tokenizer
-        self.class_names = list(data.class_names)
 
     def inference_state(self) -> dict[str, Any]:
-        return {
+        return super().inference_state() | {
             "tokenizer": _tokenizer_state(self.tokenizer),
-            "class_names": self.class_names,
             "max_seq_len": self.max_seq_len,
         }
 
     def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
         self.tokenizer = _tokenizer_from(state.get("tokenizer"))
-        self.class_names = list(state.get("class_names", self.class_names))
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits = self.batch_logits(batch)
-        loss = F.cross_entropy(logits, batch["labels"])
-        self.check_finite(loss)
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", (logits.argmax(-1) == batch["labels"]).float().mean(), prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self.batch_logits(batch)
-        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=len(logits))
-        self.val_acc.update((logits.argmax(-1) == batch["labels"]).float())
-        self.log("val_acc", self.val_acc, prog_bar=True)
 
 
 class BertClassifierModule(SentenceClassifierModule):

@@ -168,3 +168,46 @@ def test_a_readme_without_markers_is_left_alone(workspace):
     readme.write_text("# Project\n")
     assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons", "--readme", "README.md"]) == 0
     assert readme.read_text() == "# Project\n"
+
+
+def _figure_comparison(workspace: Path) -> list[str]:
+    draw = ["anyformer", "attention", "--ckpt", "runs/alpha/checkpoints/last.ckpt"]
+    comparison = {
+        "title": "Figures",
+        "runs": [{"name": "alpha", "task": "gpt", "config": "exp.yaml"},
+                 {"name": "attn_alpha", "command": shlex.join(draw), "after": ["alpha"]},
+                 {"name": "attn_missing", "command": shlex.join(draw)}],
+        "tables": [], "figures": ["attn_alpha", "attn_missing"],
+    }  # fmt: skip
+    (workspace / "comparisons" / "figs.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    return [*draw, "--run-name", "attn_alpha"]
+
+
+def test_a_figure_run_is_copied_beside_the_results_with_its_command_and_stamp(workspace):
+    argv = _figure_comparison(workspace)
+    make_run(workspace / "runs", "alpha")
+    started = run_record.utc_now()
+    run_record.record_evaluation(workspace / "runs" / "attn_alpha", argv, {}, started, started)
+    png = b"\x89PNG\r\n\x1a\n fake image bytes"
+    (workspace / "runs" / "attn_alpha" / run_record.FIGURE_FILE).write_bytes(png)
+    text = report(workspace)
+    assert (workspace / "results" / "attn_alpha.png").read_bytes() == png
+    section = text[text.index("## figs") :]
+    assert f"attn_alpha: `{shlex.join(argv)}`" in section and "![attn_alpha](attn_alpha.png)" in section
+    assert "Not drawn yet: not run." in section  # attn_missing
+    assert not (workspace / "results" / "attn_missing.png").exists()
+    assert report(workspace) == text  # rerun: same bytes
+
+    (workspace / "runs" / "attn_alpha" / "run.json").unlink()  # the run is no longer backed
+    text = report(workspace)
+    assert not (workspace / "results" / "attn_alpha.png").exists()
+    assert "![attn_alpha]" not in text
+
+
+def test_a_figure_must_be_an_attention_run_of_the_comparison(workspace):
+    _figure_comparison(workspace)
+    path = workspace / "comparisons" / "figs.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["figures"] = ["alpha"]  # a training run draws no figure
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2
