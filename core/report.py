@@ -5,6 +5,11 @@ For every comparison in ``experiments/comparisons/`` it reads ``runs/<name>/run.
 writes one section of ``RESULTS.md`` plus one ``<comparison>.png``. Nothing depends on the time of
 the report itself (the stamps are the runs' own dates), so rerunning gives the same bytes.
 
+``runs/`` holds checkpoints and is not committed, so the report keeps the logs it used (run.json,
+metrics.csv, figure.png: kilobytes) in ``experiments/results/runs/<name>/``, which is. A run that
+``runs/`` does not back (absent on a fresh clone, or rerunning) is read from that archive, so a
+clean checkout regenerates the same tables from the committed logs alone.
+
 A table cell is a run fact or a metric:
 
 - ``params``, ``wall_s`` (fit seconds, WallClock), ``step``, ``device`` (GPU or CPU threads),
@@ -45,6 +50,7 @@ RESULTS_FILE = "RESULTS.md"
 SUITE = "suite"  # the comparison whose tables the README shows
 README_START, README_END = "<!-- suite-table:start -->", "<!-- suite-table:end -->"
 MISSING = "—"
+ARCHIVE_DIR = "runs"  # under the report's output folder: experiments/results/runs/<name>/
 
 
 @dataclass
@@ -59,6 +65,8 @@ class RunResult:
     """Column of metrics.csv -> its last non-empty value."""
     curve: list[tuple[int, float | None, float]] = field(default_factory=list)
     """(step, wall_s, value) of every logged value of the plotted metric."""
+    folder: Path | None = None
+    """The run folder the logs were read from (``runs/<name>`` or its archived copy)."""
 
 
 def read_metrics_csv(path: Path, metric: str) -> tuple[dict[str, float], list[tuple[int, float | None, float]]]:
@@ -75,8 +83,11 @@ def read_metrics_csv(path: Path, metric: str) -> tuple[dict[str, float], list[tu
     return last, curve
 
 
-def load_result(spec: Run, runs_dir: Path, metric: str) -> RunResult:
-    run_dir = runs_dir / spec.name
+ARCHIVED_FILES = (run_record.RUN_FILE, "metrics.csv", run_record.FIGURE_FILE)
+"""What the archive keeps of a run folder: its record, its logged metrics and its figure."""
+
+
+def _load_from(spec: Run, run_dir: Path, metric: str) -> RunResult:
     record = run_record.read_record(run_dir)
     if record is None:
         return RunResult(spec, None, "not run")
@@ -85,7 +96,42 @@ def load_result(spec: Run, runs_dir: Path, metric: str) -> RunResult:
     if not same_command(record.get("argv", []), spec.argv()):
         return RunResult(spec, record, "not run (its folder holds another command's run)")
     last, curve = read_metrics_csv(run_dir / "metrics.csv", metric)
-    return RunResult(spec, record, None, last, curve)
+    return RunResult(spec, record, None, last, curve, folder=run_dir)
+
+
+def load_result(spec: Run, runs_dir: Path, metric: str, archive_dir: Path | None = None) -> RunResult:
+    """The run's logs from ``runs_dir``, else from ``archive_dir`` when only the archive backs the row."""
+    live = _load_from(spec, runs_dir / spec.name, metric)
+    if live.problem is None or archive_dir is None:
+        return live
+    archived = _load_from(spec, archive_dir / spec.name, metric)
+    if archived.problem is None or live.record is None:
+        return archived
+    return live
+
+
+def archive_runs(results: dict[str, RunResult], runs_dir: Path, archive_dir: Path) -> list[Path]:
+    """Copy the archived files of every row backed by ``runs_dir`` into ``archive_dir/<name>/``.
+
+    Returns:
+        The files whose bytes changed.
+    """
+    written = []
+    for name, result in results.items():
+        if result.problem is not None or result.folder != runs_dir / name:
+            continue
+        for file_name in ARCHIVED_FILES:
+            source, target = result.folder / file_name, archive_dir / name / file_name
+            if not source.is_file():
+                target.unlink(missing_ok=True)  # e.g. an old figure the new run no longer draws
+                continue
+            data = source.read_bytes()
+            if not target.is_file() or target.read_bytes() != data:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_open(target) as file:
+                    file.write(data)
+                written.append(target)
+    return written
 
 
 def _device(record: dict[str, Any]) -> str:
@@ -188,9 +234,7 @@ def render_figures(comparison: Comparison, results: dict[str, RunResult], figure
     return lines
 
 
-def copy_figures(
-    comparison: Comparison, results: dict[str, RunResult], runs_dir: Path, out_dir: Path
-) -> dict[str, str]:
+def copy_figures(comparison: Comparison, results: dict[str, RunResult], out_dir: Path) -> dict[str, str]:
     """Copy each finished figure run's ``figure.png`` to ``out_dir/<name>.png``; remove stale copies.
 
     Returns:
@@ -198,8 +242,9 @@ def copy_figures(
     """
     copied = {}
     for name in comparison.figures:
-        source, target = runs_dir / name / run_record.FIGURE_FILE, out_dir / f"{name}.png"
-        if results[name].problem is None and source.is_file():
+        result, target = results[name], out_dir / f"{name}.png"
+        source = result.folder / run_record.FIGURE_FILE if result.folder is not None else None
+        if result.problem is None and source is not None and source.is_file():
             data = source.read_bytes()
             if not target.is_file() or target.read_bytes() != data:
                 with atomic_open(target) as file:
@@ -273,17 +318,26 @@ def readme_with_suite(readme: str, tables: list[str], link: str) -> str | None:
 
 
 def write_report(
-    comparisons: list[Comparison], runs_dir: Path, out_dir: Path, readme: Path | None = None
+    comparisons: list[Comparison],
+    runs_dir: Path,
+    out_dir: Path,
+    readme: Path | None = None,
+    archive_dir: Path | None = None,
 ) -> list[Path]:
     """Write RESULTS.md and one PNG per comparison that has curves; return the files written.
+
+    The logs of rows backed by ``runs_dir`` are copied to ``archive_dir`` (default
+    ``out_dir/runs``), and rows that ``runs_dir`` does not back are read from there.
 
     With ``readme`` holding the suite-table markers, the suite comparison's tables (with their
     commands' stamps) replace the text between them, so the README shows the same generated table.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    archive_dir = out_dir / ARCHIVE_DIR if archive_dir is None else archive_dir
     sections, written, suite_tables = [], [], []
     for comparison in comparisons:
-        results = {spec.name: load_result(spec, runs_dir, comparison.plot) for spec in comparison.runs}
+        results = {spec.name: load_result(spec, runs_dir, comparison.plot, archive_dir) for spec in comparison.runs}
+        written += archive_runs(results, runs_dir, archive_dir)
         if comparison.name == SUITE:
             suite_tables = [line for table in comparison.tables for line in render_table(table, results)]
         png = out_dir / f"{comparison.name}.png"
@@ -291,7 +345,7 @@ def write_report(
             written.append(png)
         else:
             png.unlink(missing_ok=True)  # a stale figure would show runs no longer backed
-        figures = copy_figures(comparison, results, runs_dir, out_dir)
+        figures = copy_figures(comparison, results, out_dir)
         written += [out_dir / file for file in figures.values()]
         sections.append(render_comparison(comparison, results, png.name if png in written else None, figures))
     header = [
@@ -299,6 +353,7 @@ def write_report(
         "",
         "Generated by `anyformer report` from the run logs (`runs/<run>/run.json`, `runs/<run>/metrics.csv`) of",
         "the comparisons declared in `experiments/comparisons/`. Do not edit: rerun the experiment and the report.",
+        f"The logs behind every row are kept in `{ARCHIVE_DIR}/` beside this file, so a fresh clone regenerates it.",
         f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
         "listed as such, never filled in.",
         "",
@@ -321,7 +376,9 @@ def build_parser() -> ArgumentParser:
         description="Regenerate RESULTS.md and the learning-curve PNGs from the run logs of every comparison.",
     )
     parser.add_argument("--runs", default="runs", help="folder holding the run folders")
-    parser.add_argument("--out", default="experiments/results", help="folder for RESULTS.md and the PNGs")
+    parser.add_argument(
+        "--out", default="experiments/results", help=f"folder for RESULTS.md, the PNGs and the archived logs ({ARCHIVE_DIR}/)"
+    )
     parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
     parser.add_argument(
         "--readme", default="README.md", help=f"file whose {README_START} ... {README_END} block gets the suite tables"

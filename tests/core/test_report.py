@@ -79,6 +79,38 @@ def test_rerunning_or_deleting_and_rerunning_gives_the_same_bytes(workspace):
     assert report(workspace) == first and png.is_file()
 
 
+def test_a_fresh_clone_regenerates_the_same_bytes_from_the_archived_logs(workspace):
+    runs, archive = workspace / "runs", workspace / "results" / "runs"
+    make_run(runs, "alpha", curve=[(10, 1.0, 3.0, 0.5), (20, 2.0, 2.5, 0.6)])
+    make_run(runs, "gamma", status="failed")  # backs no row: not archived
+    first = report(workspace)
+    assert row(first, "gamma")[0] == "not finished (failed)"
+    assert sorted(path.name for path in (archive / "alpha").iterdir()) == ["metrics.csv", "run.json"]
+    assert (archive / "alpha" / "metrics.csv").read_bytes() == (runs / "alpha" / "metrics.csv").read_bytes()
+    assert not (archive / "gamma").exists()
+    (runs / "gamma" / "run.json").unlink()
+    first = report(workspace)
+    for path in sorted(runs.rglob("*"), reverse=True):  # a fresh clone: runs/ is not committed
+        path.unlink() if path.is_file() else path.rmdir()
+    (workspace / "results" / RESULTS_FILE).unlink()
+    assert report(workspace) == first
+    assert row(first, "alpha")[0] == "2.3457"
+
+
+def test_a_live_run_replaces_its_archived_copy_and_an_unfinished_one_does_not(workspace):
+    runs, archive = workspace / "runs", workspace / "results" / "runs"
+    make_run(runs, "alpha", metrics={"val_bpc": 3.0})
+    assert row(report(workspace), "alpha")[0] == "3.0000"
+    (runs / "alpha" / "run.json").write_text(json.dumps(json.loads((runs / "alpha" / "run.json").read_text())
+                                                        | {"status": "running", "metrics": {}}))  # fmt: skip
+    assert row(report(workspace), "alpha")[0] == "3.0000"  # a rerun in progress: the archive backs the row
+    assert json.loads((archive / "alpha" / "run.json").read_text())["status"] == "finished"
+    (runs / "alpha" / "run.json").write_text(json.dumps(json.loads((archive / "alpha" / "run.json").read_text())
+                                                        | {"metrics": {"val_bpc": 2.0}}))  # fmt: skip
+    assert row(report(workspace), "alpha")[0] == "2.0000"
+    assert json.loads((archive / "alpha" / "run.json").read_text())["metrics"] == {"val_bpc": 2.0}
+
+
 def test_cells_come_from_the_run_record_else_the_last_logged_value(workspace):
     runs = workspace / "runs"
     record = make_run(runs, "alpha", curve=[(10, 1.0, 3.0, 0.5), (20, 2.0, 2.5, 0.625)])
@@ -198,7 +230,9 @@ def test_a_figure_run_is_copied_beside_the_results_with_its_command_and_stamp(wo
     assert not (workspace / "results" / "attn_missing.png").exists()
     assert report(workspace) == text  # rerun: same bytes
 
-    (workspace / "runs" / "attn_alpha" / "run.json").unlink()  # the run is no longer backed
+    assert (workspace / "results" / "runs" / "attn_alpha" / run_record.FIGURE_FILE).read_bytes() == png
+    for folder in (workspace / "runs", workspace / "results" / "runs"):  # the run is no longer backed
+        (folder / "attn_alpha" / "run.json").unlink()
     text = report(workspace)
     assert not (workspace / "results" / "attn_alpha.png").exists()
     assert "![attn_alpha]" not in text
