@@ -25,6 +25,19 @@ from core.stack import Encoder
 logger = logging.getLogger(__name__)
 
 
+def masked_mean(hidden: Tensor, keep: Tensor) -> Tensor:
+    """(B, T, D) states, (B, T) keep (True = real token) -> (B, D) mean over the real tokens."""
+    weights = keep.to(hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+SUMMARIES = {
+    "cls": lambda hidden, keep: hidden[:, 0],
+    "mean": masked_mean,
+}
+"""How a sentence's (B, T, D) states become the (B, D) vector the classification pooler reads."""
+
+
 def _bert_transformer() -> TransformerConfig:
     return TransformerConfig(
         dim=128, n_layers=2, n_heads=4, norm_position="post", input_norm=True, position="learned",
@@ -43,7 +56,10 @@ class BertConfig:
     num_classes: int = 2
     """Classes of the classification head (linked from the data module; unused by pretraining)."""
     classifier_dropout: float = 0.1
-    """Dropout on the pooled [CLS] vector before the classification layer."""
+    """Dropout on the pooled vector before the classification layer."""
+    classifier_pool: str = "cls"
+    """What the classification head reads through the pooler: ``cls`` (the [CLS] state, as in BERT)
+    or ``mean`` (the mean of the states of the real tokens)."""
     transformer: TransformerConfig = field(default_factory=_bert_transformer)
     """The encoder stack; BERT is post-norm (``norm_position: post``) with ``input_norm: true``.
     Pre-norm is allowed: ``norm_position: pre`` (``final_norm`` then defaults to true)."""
@@ -52,6 +68,8 @@ class BertConfig:
         for name in ("vocab_size", "n_segments", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BertConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.classifier_pool not in SUMMARIES:
+            raise ValueError(f"BertConfig.classifier_pool must be one of {sorted(SUMMARIES)}, got {self.classifier_pool!r}")
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"BertConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
         if self.transformer.position == "none":
@@ -95,9 +113,10 @@ class BertModel(nn.Module):
         x = self.token_embedding(ids) + self.segment_embedding(segments)  # (B, T, D)
         return self.encoder(x, mask=padding_mask(keep))
 
-    def pool(self, hidden: Tensor) -> Tensor:
-        """(B, T, D) hidden states -> (B, D) ``tanh(dense(h_[CLS]))``."""
-        return torch.tanh(self.pooler(hidden[:, 0]))
+    def pool(self, hidden: Tensor, summary: Tensor | None = None) -> Tensor:
+        """(B, T, D) hidden states -> (B, D) ``tanh(dense(h_[CLS]))``, or ``tanh(dense(summary))``
+        for another (B, D) summary of the sentence (the pretrained pooler, read elsewhere)."""
+        return torch.tanh(self.pooler(hidden[:, 0] if summary is None else summary))
 
 
 class MaskedLMHead(nn.Module):
@@ -145,7 +164,8 @@ class BertForPretraining(nn.Module):
 
 
 class BertForClassification(nn.Module):
-    """The encoder with ``pooler -> dropout -> Linear(num_classes)`` on the [CLS] vector."""
+    """The encoder with ``pooler -> dropout -> Linear(num_classes)`` on the [CLS] vector (or on the
+    mean of the real tokens' states, ``classifier_pool: mean``)."""
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
@@ -157,7 +177,9 @@ class BertForClassification(nn.Module):
 
     def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
         """(B, T) ids, segments, keep (True = real token) -> (B, num_classes) logits."""
-        return self.classifier(self.dropout(self.bert.pool(self.bert(ids, segments, keep))))
+        hidden = self.bert(ids, segments, keep)  # (B, T, D)
+        summary = SUMMARIES[self.cfg.classifier_pool](hidden, keep)  # (B, D)
+        return self.classifier(self.dropout(self.bert.pool(hidden, summary)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

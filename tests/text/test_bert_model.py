@@ -118,6 +118,26 @@ def test_padding_is_never_attended(norm_position):
     assert (attended[:, :12] - hidden).abs().max() > 1e-3
 
 
+def test_mean_pooling_reads_the_real_tokens_only_and_reuses_the_pooler():
+    torch.manual_seed(3)
+    cfg = _config()
+    cfg.classifier_pool = "mean"
+    model = BertForClassification(cfg).eval()
+    ids, segments, keep = _inputs()
+    with torch.no_grad():
+        hidden = model.bert(ids, segments, keep)
+        mean = torch.stack([hidden[b, keep[b]].mean(0) for b in range(len(ids))])  # per sentence, by hand
+        expected = model.classifier(torch.tanh(model.bert.pooler(mean)))
+        torch.testing.assert_close(model(ids, segments, keep), expected)
+        # Padding appended to the shortest sentence changes nothing.
+        n = int(keep[2].sum())
+        alone = model(ids[2:, :n], segments[2:, :n], keep[2:, :n])
+        torch.testing.assert_close(alone, expected[2:], atol=1e-5, rtol=0)
+        cls_model = BertForClassification(_config()).eval()
+        cls_model.load_state_dict(model.state_dict())  # same weights, [CLS] read instead: other logits
+        assert (cls_model(ids, segments, keep) - expected).abs().max() > 1e-4
+
+
 def test_mlm_decoder_is_the_token_embedding_and_decays_once():
     model = BertForPretraining(_config())
     assert model.mlm_head.token_embedding.weight is model.bert.token_embedding.weight
@@ -149,7 +169,8 @@ def test_cli_override_of_norm_position_alone_switches_the_final_norm():
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"vocab_size": 0}, "vocab_size"), ({"n_segments": 0}, "n_segments"), ({"classifier_dropout": 1.0}, "dropout")],
+    [({"vocab_size": 0}, "vocab_size"), ({"n_segments": 0}, "n_segments"), ({"classifier_dropout": 1.0}, "dropout"),
+     ({"classifier_pool": "max"}, "classifier_pool must be one of \\['cls', 'mean'\\]")],  # fmt: skip
 )
 def test_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
