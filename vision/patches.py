@@ -131,6 +131,7 @@ class PatchTokenizer(nn.Module):
         position: ``learned``, ``sinusoidal`` or ``none``.
         stem: ``patch`` (linear patch projection) or ``conv`` (:class:`ConvStem`; P a power of two).
         stem_width: channels of the conv stem's first block.
+        stem_depth: conv3x3 blocks per resolution of the conv stem.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class PatchTokenizer(nn.Module):
         position: str = "learned",
         stem: str = "patch",
         stem_width: int = 32,
+        stem_depth: int = 1,
     ) -> None:
         super().__init__()
         if position not in POSITIONS:
@@ -155,7 +157,7 @@ class PatchTokenizer(nn.Module):
         if stem == "patch":
             self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         else:
-            self.proj = ConvStem(in_channels, dim, patch_size, stem_width)
+            self.proj = ConvStem(in_channels, dim, patch_size, stem_width, stem_depth)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.cls_token, std=1e-6)
         if position == "learned":

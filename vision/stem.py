@@ -19,34 +19,38 @@ STEMS = ("patch", "conv")
 class ConvStem(nn.Module):
     """(B, C, H, W) -> (B, D, H/P, W/P) with log2(P) stride-2 conv3x3-BN-ReLU blocks and a 1x1 conv.
 
-    The channels start at ``width`` and double at each block, as in the paper's stems.
+    The channels start at ``width`` and double at each stride-2 block, as in the paper's stems;
+    ``depth - 1`` stride-1 conv3x3-BN-ReLU blocks follow each stride-2 one at its resolution
+    (a deeper, more CNN-like stem for small images, where the encoder sees few tokens).
 
     Args:
         in_channels: C.
         dim: D.
-        patch_size: P, a power of two >= 2 (each block halves the height and width).
+        patch_size: P, a power of two >= 2 (each stride-2 block halves the height and width).
         width: channels of the first block.
+        depth: conv3x3 blocks per resolution (1: the paper's stem).
     """
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, dim: int, patch_size: int, width: int = 32, depth: int = 1) -> None:
         super().__init__()
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ValueError(
                 f"the conv stem halves the image log2(P) times, so patch_size must be a power of two >= 2, "
                 f"got {patch_size}; use stem='patch' for other sizes"
             )
-        if width < 1:
-            raise ValueError(f"conv stem width must be >= 1, got {width}")
+        if width < 1 or depth < 1:
+            raise ValueError(f"conv stem width and depth must be >= 1, got width={width}, depth={depth}")
         layers: list[nn.Module] = []
         channels = in_channels
         for block in range(int(math.log2(patch_size))):
             out = width * 2**block
-            layers += [
-                nn.Conv2d(channels, out, kernel_size=3, stride=2, padding=1, bias=False),  # BN has the bias
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
-            ]
-            channels = out
+            for stride in [2] + [1] * (depth - 1):
+                layers += [
+                    nn.Conv2d(channels, out, kernel_size=3, stride=stride, padding=1, bias=False),  # BN has the bias
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = out
         layers.append(nn.Conv2d(channels, dim, kernel_size=1))
         self.layers = nn.Sequential(*layers)
 

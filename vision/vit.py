@@ -50,6 +50,8 @@ class ViTConfig:
     to the same token grid, the hybrid ViT of Xiao et al. 2021; P a power of two)."""
     stem_width: int = 32
     """Channels of the conv stem's first block (doubled at each of its log2(P) blocks)."""
+    stem_depth: int = 1
+    """Conv3x3 blocks per resolution of the conv stem: 1 (the paper's stem), or more (stride-1 blocks)."""
     transformer: TransformerConfig = field(default_factory=_vit_transformer)
     """The encoder stack; ``position`` must be ``none`` (the patch tokenizer adds 2-D positions)."""
 
@@ -98,8 +100,9 @@ class ViT(nn.Module):
         self.cfg = cfg
         dim = cfg.transformer.dim
         self.tokenizer = PatchTokenizer(
-            cfg.image_size, cfg.patch_size, cfg.in_channels, dim, cfg.position, cfg.stem, cfg.stem_width
-        )
+            cfg.image_size, cfg.patch_size, cfg.in_channels, dim, cfg.position, cfg.stem, cfg.stem_width,
+            cfg.stem_depth,
+        )  # fmt: skip
         self.encoder = Encoder(cfg.transformer)
         self.head = nn.Linear(dim, cfg.num_classes)
         init_weights(self.encoder, cfg.transformer.n_layers)

@@ -35,6 +35,19 @@ def test_conv_stem_doubles_its_channels_once_per_halving() -> None:
     ]  # fmt: skip
 
 
+def test_a_deeper_stem_adds_stride_1_blocks_at_each_resolution_and_keeps_the_grid() -> None:
+    stem = ConvStem(in_channels=1, dim=16, patch_size=4, width=4, depth=2)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
+        (1, 4, 2), (4, 4, 1), (4, 8, 2), (8, 8, 1), (8, 16, 1),
+    ]  # fmt: skip
+    assert stem(torch.randn(2, 1, 28, 28)).shape == (2, 16, 7, 7)
+    model = ViT(ViTConfig(image_size=16, patch_size=4, stem="conv", stem_width=4, stem_depth=3))
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.tokenizer.proj.modules()) == 7
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        ConvStem(1, 8, 4, depth=0)
+
+
 def test_a_change_inside_one_patch_reaches_only_the_neighbouring_tokens() -> None:
     # Two stride-2 3x3 convolutions see input rows 4r-3 .. 4r+3 for grid row r: a patch's own
     # pixels, plus a 3-pixel margin that reaches the adjacent grid cells and no further.
