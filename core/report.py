@@ -377,7 +377,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--runs", default="runs", help="folder holding the run folders")
     parser.add_argument(
-        "--out", default="experiments/results", help=f"folder for RESULTS.md, the PNGs and the archived logs ({ARCHIVE_DIR}/)"
+        "--out",
+        default="experiments/results",
+        help=f"folder for RESULTS.md, the PNGs and the archived logs ({ARCHIVE_DIR}/)",
     )
     parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
     parser.add_argument(

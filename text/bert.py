@@ -69,7 +69,9 @@ class BertConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"BertConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.classifier_pool not in SUMMARIES:
-            raise ValueError(f"BertConfig.classifier_pool must be one of {sorted(SUMMARIES)}, got {self.classifier_pool!r}")
+            raise ValueError(
+                f"BertConfig.classifier_pool must be one of {sorted(SUMMARIES)}, got {self.classifier_pool!r}"
+            )
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"BertConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
         if self.transformer.position == "none":

@@ -169,8 +169,12 @@ def test_cli_override_of_norm_position_alone_switches_the_final_norm():
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"vocab_size": 0}, "vocab_size"), ({"n_segments": 0}, "n_segments"), ({"classifier_dropout": 1.0}, "dropout"),
-     ({"classifier_pool": "max"}, "classifier_pool must be one of \\['cls', 'mean'\\]")],  # fmt: skip
+    [
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"n_segments": 0}, "n_segments"),
+        ({"classifier_dropout": 1.0}, "dropout"),
+        ({"classifier_pool": "max"}, "classifier_pool must be one of \\['cls', 'mean'\\]"),
+    ],
 )
 def test_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
