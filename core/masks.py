@@ -55,3 +55,12 @@ def merge_masks(*masks: Tensor | None) -> Tensor | None:
             continue
         merged = mask if merged is None else merged & mask
     return merged
+
+
+def masked_mean(vectors: Tensor, keep: Tensor) -> Tensor:
+    """Mean over the kept positions: vectors (B, T, D), keep (B, T) bool (True = counts) -> (B, D).
+
+    A row without any kept position averages to zeros instead of NaN.
+    """
+    weights = keep.to(vectors.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (vectors * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)

@@ -19,16 +19,10 @@ from torch import Tensor, nn
 
 from core.config import TransformerConfig
 from core.init import init_weights
-from core.masks import padding_mask
+from core.masks import masked_mean, padding_mask
 from core.stack import Encoder
 
 logger = logging.getLogger(__name__)
-
-
-def masked_mean(hidden: Tensor, keep: Tensor) -> Tensor:
-    """(B, T, D) states, (B, T) keep (True = real token) -> (B, D) mean over the real tokens."""
-    weights = keep.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 SUMMARIES = {
@@ -115,10 +109,10 @@ class BertModel(nn.Module):
         x = self.token_embedding(ids) + self.segment_embedding(segments)  # (B, T, D)
         return self.encoder(x, mask=padding_mask(keep))
 
-    def pool(self, hidden: Tensor, summary: Tensor | None = None) -> Tensor:
-        """(B, T, D) hidden states -> (B, D) ``tanh(dense(h_[CLS]))``, or ``tanh(dense(summary))``
-        for another (B, D) summary of the sentence (the pretrained pooler, read elsewhere)."""
-        return torch.tanh(self.pooler(hidden[:, 0] if summary is None else summary))
+    def pool(self, summary: Tensor) -> Tensor:
+        """(B, D) summary of each sequence (its [CLS] state, or a ``SUMMARIES`` entry) -> (B, D)
+        ``tanh(dense(summary))``."""
+        return torch.tanh(self.pooler(summary))
 
 
 class MaskedLMHead(nn.Module):
@@ -159,7 +153,7 @@ class BertForPretraining(nn.Module):
 
     def nsp_logits(self, hidden: Tensor) -> Tensor:
         """(B, T, D) -> (B, 2) logits; class 0 = B follows A, 1 = B is a random sentence."""
-        return self.nsp_head(self.bert.pool(hidden))
+        return self.nsp_head(self.bert.pool(hidden[:, 0]))  # NSP reads [CLS], as in BERT
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -181,7 +175,7 @@ class BertForClassification(nn.Module):
         """(B, T) ids, segments, keep (True = real token) -> (B, num_classes) logits."""
         hidden = self.bert(ids, segments, keep)  # (B, T, D)
         summary = SUMMARIES[self.cfg.classifier_pool](hidden, keep)  # (B, D)
-        return self.classifier(self.dropout(self.bert.pool(hidden, summary)))
+        return self.classifier(self.dropout(self.bert.pool(summary)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from core.masks import masked_mean
 from core.training import OptimConfig
 from text.bert_task import Batch, SentenceClassifierModule
 
@@ -63,15 +64,6 @@ def bigram_ids(ids: Tensor, buckets: int) -> Tensor:
     ``(first * 116049371 + second) mod buckets``.
     """
     return (ids[:, :-1] * BIGRAM_HASH_MULTIPLIER + ids[:, 1:]) % buckets
-
-
-def masked_mean(vectors: Tensor, keep: Tensor) -> Tensor:
-    """Mean over the kept positions: vectors (B, T, D), keep (B, T) bool (True = counts) -> (B, D).
-
-    A row without any kept position averages to zeros instead of NaN.
-    """
-    weights = keep.to(vectors.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (vectors * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 class BagOfWordsClassifier(nn.Module):
