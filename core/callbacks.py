@@ -50,6 +50,22 @@ class WallClock(pl.Callback):
         self.elapsed_before_start = float(state_dict["elapsed"])
 
 
+class CompileModel(pl.Callback):
+    """Runs the task's network through ``torch.compile`` (``anyformer <task> fit --compile``).
+
+    ``nn.Module.compile`` compiles in place: parameter names, checkpoints and the tools that load
+    them are the same as without it. It pays on small models, where per-operator overhead is a
+    large part of a step (experiments/results/bench.md); the first steps and the first validation
+    are slow while the graphs compile.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        model = getattr(pl_module, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"--compile needs the task's network in .model; {type(pl_module).__name__} has none")
+        model.compile()
+
+
 class RunRecord(pl.Callback):
     """Keeps ``<run_dir>/run.json`` (see ``core.run_record``) up to date for ``fit`` and ``test``.
 

@@ -13,8 +13,11 @@ from core.errors import UsageError, one_line, report
 from core.tasks import TASKS, TOOLS, resolve
 
 USAGE = (
-    "usage: anyformer <task> fit|validate|test|predict --config FILE [--run-name NAME] [--section.key value ...]\n"
-    "       anyformer <tool> [options]"
+    "usage: anyformer <task> fit|validate|test|predict --config FILE [--run-name NAME] [--compile]"
+    " [--section.key value ...]\n"
+    "       anyformer <tool> [options]\n"
+    "  --run-name NAME  log and checkpoint into runs/NAME/ (default: the config file's name)\n"
+    "  --compile        run the network through torch.compile (in place: checkpoints are unchanged)"
 )
 
 
@@ -57,6 +60,12 @@ def _pop_run_name(args: list[str]) -> tuple[str | None, list[str]]:
     return name, rest
 
 
+def _pop_compile(args: list[str]) -> tuple[bool, list[str]]:
+    """Take the suite's own ``--compile`` switch out of the LightningCLI arguments."""
+    rest = [arg for arg in args if arg != "--compile"]
+    return len(rest) != len(args), rest
+
+
 def run_task(task: str, args: list[str]) -> None:
     """Run LightningCLI for ``task`` with the suite's trainer defaults.
 
@@ -68,13 +77,14 @@ def run_task(task: str, args: list[str]) -> None:
     from pytorch_lightning.cli import LightningCLI
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from core.callbacks import RandomState, ResumeLogs, RunRecord, WallClock
+    from core.callbacks import CompileModel, RandomState, ResumeLogs, RunRecord, WallClock
     from core.csv_logger import ResumableCSVLogger
     from core.training import AtomicCheckpointIO
 
     spec = TASKS[task]
     typed_argv = ["anyformer", task, *args]  # recorded in run.json as the user wrote it
     run_name, args = _pop_run_name(args)
+    compile_model, args = _pop_compile(args)
     run_name = run_name or _config_stem(args) or task
     # fit logs into runs/<name>/; validate/test/predict into runs/<name>/<subcommand>/, so they
     # never overwrite the training curves (CSVLogger clears a non-empty log folder).
@@ -115,6 +125,7 @@ def run_task(task: str, args: list[str]) -> None:
             RunRecord(Path("runs") / run_name, task, typed_argv),
             RandomState(),  # with the data order and Lightning's state: a resumed fit equals an uninterrupted one
             ResumeLogs(),
+            *([CompileModel()] if compile_model else []),
         ],
         "logger": [
             # One folder per experiment, runs/<--run-name or config name>/, so reruns resume in place.

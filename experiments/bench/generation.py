@@ -84,7 +84,10 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
     ]  # fmt: skip
     if runtime.compile:
         compiled_tps = short / seconds["ours compiled"]
-        rows.append(Row(name, f"{label}, torch.compile", "tokens/s", compiled_tps, "transformers", tps["theirs"]))
+        rows.append(
+            Row(name, f"{label}, torch.compile", "tokens/s", compiled_tps, "transformers", tps["theirs"],
+                target=GREEDY_VS_TRANSFORMERS)
+        )  # fmt: skip
 
     beams = GenerationConfig("beam", max_new_tokens=short, beams=shape.beams, length_penalty=1.0)
     sample = GenerationConfig("top-k", max_new_tokens=short, top_k=50)

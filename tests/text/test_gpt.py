@@ -19,18 +19,22 @@ REPO = Path(__file__).resolve().parents[2]
 def trained_checkpoint(tmp_path_factory):
     """A few real optimizer steps of the demo config, written under a temporary run folder."""
     workdir = tmp_path_factory.mktemp("gpt")
+    args = [*tiny_fit_args(workdir), "--trainer.max_steps", "30", "--trainer.val_check_interval", "15"]
+    run_cli(workdir, args)
+    return workdir / "runs" / "gpt_demo"
+
+
+def tiny_fit_args(workdir: Path) -> list[str]:
+    """`anyformer gpt fit` of the demo config shrunk to seconds, on a one-sentence corpus written into ``workdir``."""
     corpus = workdir / "corpus.txt"
     corpus.write_text(("To be, or not to be, that is the question. " * 40 + "\n") * 30)
-    args = [
+    return [
         "gpt", "fit", "--config", str(REPO / "experiments/text/gpt_demo.yaml"),
         "--data.source", str(corpus), "--data.vocab_size", "300", "--data.context_len", "32",
         "--data.batch_size", "4", "--data.val_batches", "2",
         "--model.config.transformer.dim", "32", "--model.config.transformer.n_layers", "2",
-        "--trainer.max_steps", "30", "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2",
-        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(workdir),
+        "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
-    run_cli(workdir, args)
-    return workdir / "runs" / "gpt_demo"
 
 
 def test_fit_writes_metrics_and_checkpoints(trained_checkpoint):
@@ -74,3 +78,26 @@ def test_wrong_or_missing_checkpoint_is_a_usage_error(tmp_path):
         assert str(path) in result.stderr and "Traceback" not in result.stderr
     with pytest.raises(CheckpointError, match="does not exist"):
         load_task(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.slow
+def test_compiled_fit_matches_eager_and_writes_the_same_checkpoint(tmp_path):
+    """``--compile`` changes how the network runs, not what it computes or what the checkpoint holds."""
+    base = [
+        *tiny_fit_args(tmp_path), "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
+        # Inductor draws its own dropout masks; without dropout both runs compute the same function.
+        "--model.config.transformer.dropout", "0", "--model.config.transformer.attn_dropout", "0",
+    ]  # fmt: skip
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    run_cli(tmp_path, [*base, "--run-name", "eager"])
+    assert not torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    run_cli(tmp_path, [*base, "--run-name", "compiled", "--compile"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # dynamo really traced the network
+    eager, compiled = (read_metrics(tmp_path / "runs" / name / "metrics.csv") for name in ("eager", "compiled"))
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)
+    weights = {
+        name: torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for name in ("eager", "compiled")
+    }
+    assert weights["compiled"].keys() == weights["eager"].keys()  # no "_orig_mod." prefix
