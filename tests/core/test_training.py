@@ -171,3 +171,13 @@ def test_task_module_keeps_what_the_data_module_gives_and_logs_its_size(tmp_path
     bare = _Classifier()
     trainer.fit(bare, train_dataloaders=_LabelledData().train_dataloader())  # no data module: nothing to read
     assert bare.class_names == []
+
+
+def test_compile_callback_needs_the_network_in_model():
+    from core.callbacks import CompileModel
+
+    class NoNetwork(pl.LightningModule):
+        pass
+
+    with pytest.raises(TypeError, match=r"--compile needs the task's network in \.model"):
+        CompileModel().setup(None, NoNetwork(), "fit")
