@@ -51,7 +51,7 @@ def collect(
 
     Args:
         env_id: Environment id, see :func:`rl.envs.make_env`.
-        policy: ``expert``, ``noisy``, ``random`` or ``mixed`` (see :mod:`rl.experts`).
+        policy: ``expert``, ``medium``, ``noisy``, ``random`` or ``mixed`` (see :mod:`rl.experts`).
         episodes: Number of episodes (> 0).
         seed: Seed of everything random in the collection.
         max_steps: If given, episodes still running after this many steps are truncated.

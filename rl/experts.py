@@ -4,6 +4,10 @@ A Decision Transformer learns to imitate whatever return it is asked for, so its
 must span a range of returns. Here the behaviour policies are:
 
 - ``expert``: a scripted controller (``EXPERTS``, by env id);
+- ``medium``: a weaker scripted controller with its own systematic mistakes (``MEDIUMS``), like
+  the partly trained "medium" policies of D4RL: unlike a ``noisy`` expert, whose random actions
+  an argmax over the data averages away, its actions disagree with the expert's consistently,
+  so a policy that ignores returns blends the two players;
 - ``noisy``: the expert, but a uniformly random action with probability ``epsilon`` at each step;
 - ``random``: uniformly random actions;
 - ``mixed``: each episode is played by one of the above, in the proportions of ``MIXTURE``.
@@ -24,8 +28,8 @@ Action = int | np.ndarray
 Policy = Callable[[np.ndarray, np.random.Generator], Action]
 Expert = Callable[[np.ndarray], Action]
 
-POLICIES = ("expert", "noisy", "random", "mixed")
-EPISODE_POLICIES = ("expert", "noisy", "random")
+POLICIES = ("expert", "medium", "noisy", "random", "mixed")
+EPISODE_POLICIES = ("expert", "medium", "noisy", "random")
 """The policies a single episode is played by; ``mixed`` chooses among them per episode."""
 DEFAULT_EPSILON = 0.5
 """Random-action probability of the ``noisy`` policy; on CartPole it averages ~190 (range 13 to 485)."""
@@ -45,6 +49,12 @@ def cartpole_expert(obs: np.ndarray) -> int:
     """
     x, x_dot, theta, theta_dot = obs
     return int(0.05 * x + 0.2 * x_dot + theta + 0.5 * theta_dot > 0)
+
+
+def cartpole_medium(obs: np.ndarray) -> int:
+    """Push the way the pole is turning, ignoring its angle: keeps it up for 138-278 steps
+    (mean 193 over seeds 0-29) before the uncorrected angle drifts past the limit."""
+    return int(obs[3] > 0)
 
 
 # MinAtar Breakout frame channels and minimal action set ("MinAtar/Breakout-v1").
@@ -120,10 +130,32 @@ def breakout_expert(frame: np.ndarray) -> int:
     return _LEFT if target < paddle_col else _RIGHT
 
 
+def breakout_medium(frame: np.ndarray) -> int:
+    """Keep the paddle under the ball's current column (MinAtar Breakout, minimal actions).
+
+    The naive player: it does not predict bounces, so it is late for balls that come down off a
+    wall or a brick. Over seeds 0-29 it scores 8.0 on average (0 to 30, ~93 steps an episode)
+    against the expert's ~38 in 1,000 steps, and it takes the expert's action on only ~8% of the
+    expert's states (the expert waits at the landing column while this one follows the ball).
+    """
+    paddle_col = _position(frame[_PADDLE])[1]
+    ball_col = _position(frame[_BALL])[1]
+    if ball_col == paddle_col:
+        return _NOOP
+    return _LEFT if ball_col < paddle_col else _RIGHT
+
+
 EXPERTS: dict[str, Expert] = {
     "CartPole-v0": cartpole_expert,
     "CartPole-v1": cartpole_expert,
     "MinAtar/Breakout-v1": breakout_expert,
+}
+
+
+MEDIUMS: dict[str, Expert] = {
+    "CartPole-v0": cartpole_medium,
+    "CartPole-v1": cartpole_medium,
+    "MinAtar/Breakout-v1": breakout_medium,
 }
 
 
@@ -143,7 +175,7 @@ class PolicySpec:
     """The behaviour policy of one episode."""
 
     kind: str
-    """``expert``, ``noisy`` or ``random``."""
+    """``expert``, ``medium``, ``noisy`` or ``random``."""
     epsilon: float = 0.0
     """Random-action probability of a ``noisy`` policy."""
 
@@ -231,10 +263,15 @@ def build_policy(spec: PolicySpec, env_id: str, action_space: spaces.Space) -> P
     """Turn a spec into a policy function for one environment.
 
     Raises:
-        ValueError: If the spec needs an expert and ``env_id`` has none.
+        ValueError: If the spec needs an expert or a medium policy and ``env_id`` has none.
     """
     if spec.kind == "random":
         return random_policy(action_space)
+    if spec.kind == "medium":
+        if env_id not in MEDIUMS:
+            raise ValueError(f"no medium policy for {env_id!r}; medium policies exist for {sorted(MEDIUMS)}")
+        medium = MEDIUMS[env_id]
+        return lambda obs, rng: medium(obs)
     expert = get_expert(env_id)
     if spec.kind == "expert":
         return lambda obs, rng: expert(obs)

@@ -140,3 +140,27 @@ def test_cli_write_failure_exits_with_status_1(tmp_path, monkeypatch, capsys):
         main(argv)
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip() == f"anyformer collect: error: cannot write {tmp_path / 'x.npz'}: disk full"
+
+
+def test_medium_policies_score_between_random_and_expert_and_disagree_with_the_expert():
+    # What makes them "medium" (see rl.experts): returns well above random but far below the
+    # expert's, from actions that differ from the expert's systematically, not at random.
+    from rl.experts import breakout_expert, breakout_medium
+
+    cartpole = collect("CartPole-v1", "medium", episodes=5, seed=0).returns
+    assert 100 < cartpole.mean() < 300
+    # Medium returns are long-tailed (0 to ~50, median ~5): 40 episodes pin the mean near 8.
+    breakout = collect("MinAtar/Breakout-v1", "medium", episodes=40, seed=0)
+    expert = collect("MinAtar/Breakout-v1", "expert", episodes=2, seed=0)
+    random = collect("MinAtar/Breakout-v1", "random", episodes=20, seed=0)
+    assert random.returns.mean() + 2 < breakout.returns.mean() < expert.returns.mean() / 2
+    agreement = np.mean([breakout_medium(frame) == breakout_expert(frame) for frame in expert.observations])
+    assert agreement < 0.5
+
+
+def test_medium_policy_of_an_env_without_one_is_a_clear_error():
+    from rl.experts import MEDIUMS, PolicySpec, build_policy
+
+    with pytest.raises(ValueError, match=r"no medium policy for 'Acrobot-v1'.*medium policies exist"):
+        build_policy(PolicySpec("medium"), "Acrobot-v1", make_env("Acrobot-v1").action_space)
+    assert "MinAtar/Breakout-v1" in MEDIUMS
