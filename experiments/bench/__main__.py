@@ -34,7 +34,14 @@ from experiments.bench.generation import generation_rows
 from experiments.bench.memory import memory_rows
 from experiments.bench.profile_cases import DECODE_PROMPT, DECODE_SKIP, TRAIN_SKIP, profile_cases, render_profile
 from experiments.bench.report import Row, render_markdown, render_text
-from experiments.bench.shapes import ALL_SHAPES, GENERATION_SHAPES, GPT_SHAPES, VIT_SHAPES
+from experiments.bench.shapes import (
+    ALL_SHAPES,
+    GENERATION_SHAPES,
+    GPT_SHAPES,
+    GPU_ONLY_SHAPES,
+    VIT_SHAPES,
+    default_shapes,
+)
 from experiments.bench.timing import Runtime
 from experiments.bench.train import gpt_train_rows, vit_train_rows
 
@@ -47,7 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="1 repeat, short generations: a smoke test, not figures")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--only", default=",".join(ALL_SHAPES), help=f"comma-separated, from {','.join(ALL_SHAPES)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated, from {','.join(ALL_SHAPES)} (default: all; on the CPU all but "
+        f"{','.join(GPU_ONLY_SHAPES)})",
+    )
     parser.add_argument("--out", type=Path, help="also write the table as markdown to this file")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, help="interleaved repeats per measurement (default 5; --quick 1)")
@@ -58,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-steps", type=int, help="with --profile: steps profiled per case (default 5)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # for the header of the table
-    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    only = ",".join(default_shapes(args.device)) if args.only is None else args.only
+    args.only = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in ALL_SHAPES]
     if unknown or not args.only:
         parser.error(f"--only: unknown or empty {unknown or args.only}; choose from {', '.join(ALL_SHAPES)}")

@@ -92,7 +92,9 @@ def gpt_train_rows(name: str, shape: GPTShape, runtime: Runtime, matmul_size: in
         rows += [Row(name, label, "tokens/s", compiled_tps, peer, tps[peer], target=t) for peer, t in targets.items()]
     achieved = gpt_flops_per_token(contenders["anyformer"].model, shape) * tps["anyformer"]
     peak = matmul_flops / seconds["peak matmul"]
-    rows.append(mfu_row(name, achieved, peak, runtime, target=MFU_TARGET if name == "gpt-small" else None))
+    # The 70% target is the CPU's at gpt-small; on a GPU that shape is launch-bound and MFU is a reading.
+    mfu_target = MFU_TARGET if name == "gpt-small" and runtime.device == "cpu" else None
+    rows.append(mfu_row(name, achieved, peak, runtime, target=mfu_target))
     return rows
 
 

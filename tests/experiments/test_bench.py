@@ -107,3 +107,10 @@ def test_only_rejects_an_unknown_shape_by_name(capsys):
 def test_runtime_rejects_an_unknown_device():
     with pytest.raises(ValueError, match=r"Runtime\.device must be 'cpu' or 'cuda', got 'tpu'"):
         Runtime(device="tpu")
+
+
+def test_default_shapes_leave_the_gpu_sized_gpt_out_on_the_cpu_only():
+    cpu, cuda = parse_args([]).only, parse_args(["--device", "cuda"]).only
+    assert "gpt2-124m" in cuda and "gpt2-124m" not in cpu
+    assert set(cuda) - set(cpu) == {"gpt2-124m"}
+    assert parse_args(["--only", "gpt2-124m"]).only == ["gpt2-124m"]  # still there when asked for by name
