@@ -72,9 +72,7 @@ class GPT(nn.Module):
             (B, T, V) logits.
         """
         if ids.numel() and not torch.compiler.is_compiling():  # a data-dependent check would split the graph
-            low, high = ids.aminmax()  # one reduction and one device sync per call (a decoding step)
-            if bool((low < 0) | (high >= self.cfg.vocab_size)):
-                raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{low}, {high}]")
+            self._check_ids(ids)
         embedded = self.token_embedding(ids)
         if self.embedding_scale != 1.0:
             embedded = embedded * self.embedding_scale
@@ -83,6 +81,19 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def _check_ids(self, ids: Tensor) -> None:
+        """Out-of-range ids are an error here rather than an opaque failure inside the embedding."""
+        vocab_size = self.cfg.vocab_size
+        if ids.device.type == "cpu":
+            low, high = ids.aminmax()
+            if bool((low < 0) | (high >= vocab_size)):
+                raise ValueError(f"token ids must be in [0, {vocab_size}), got range [{low}, {high}]")
+            return
+        # Reading the range back on the host would make the CPU wait for the GPU at every training
+        # step and every decoded token, emptying the queue of kernels that keeps a small model fast;
+        # the asynchronous assert stops the run with the same message without waiting.
+        torch._assert_async(((ids >= 0) & (ids < vocab_size)).all(), f"token ids must be in [0, {vocab_size})")
 
 
 class GPTModule(TaskModule):

@@ -101,3 +101,26 @@ def test_compiled_fit_matches_eager_and_writes_the_same_checkpoint(tmp_path):
         for name in ("eager", "compiled")
     }
     assert weights["compiled"].keys() == weights["eager"].keys()  # no "_orig_mod." prefix
+
+
+def _tiny_gpt():
+    from core import TransformerConfig
+    from text.gpt import GPT, GPTConfig
+
+    return GPT(GPTConfig(vocab_size=11, transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, max_seq_len=8)))
+
+
+def test_out_of_range_ids_name_the_vocabulary_and_the_range_seen():
+    model = _tiny_gpt()
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 11\), got range \[0, 11\]"):
+        model(torch.tensor([[0, 11]]))
+    with pytest.raises(ValueError, match=r"got range \[-1, 3\]"):
+        model(torch.tensor([[3, -1]]))
+
+
+def test_the_id_check_off_the_cpu_never_reads_the_device_back():
+    """A host read would stall the GPU every step; a meta tensor cannot be read at all, so reading it raises."""
+    model = _tiny_gpt()
+    model._check_ids(torch.tensor([[0, 99]], device="meta"))  # no host read, so no error here
+    with pytest.raises(RuntimeError):
+        bool(torch.tensor([True], device="meta").all())  # what a host read of a meta tensor does
