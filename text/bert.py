@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from core.checks import check_index_range
 from core.config import TransformerConfig
 from core.init import init_weights
 from core.masks import masked_mean, padding_mask
@@ -102,10 +103,8 @@ class BertModel(nn.Module):
                 f"ids, segments and keep must share one (B, T) shape, got {tuple(ids.shape)}, "
                 f"{tuple(segments.shape)}, {tuple(keep.shape)}"
             )
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{ids.min()}, {ids.max()}]")
-        if segments.numel() and (segments.min() < 0 or segments.max() >= self.cfg.n_segments):
-            raise ValueError(f"segment ids must be in [0, {self.cfg.n_segments}), got max {segments.max()}")
+        check_index_range(ids, self.cfg.vocab_size)
+        check_index_range(segments, self.cfg.n_segments, "segment ids")
         x = self.token_embedding(ids) + self.segment_embedding(segments)  # (B, T, D)
         return self.encoder(x, mask=padding_mask(keep))
 

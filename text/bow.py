@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from core.checks import check_index_range
 from core.masks import masked_mean
 from core.training import OptimConfig
 from text.bert_task import Batch, SentenceClassifierModule
@@ -95,8 +96,7 @@ class BagOfWordsClassifier(nn.Module):
         Returns:
             (B, D): the mean of the unigram and bigram vectors, each counted once.
         """
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{ids.min()}, {ids.max()}]")
+        check_index_range(ids, self.cfg.vocab_size)
         vectors = self.token_embedding(ids)  # (B, T, D)
         if self.bigram_embedding is not None:
             pair_keep = keep[:, :-1] & keep[:, 1:]  # (B, T - 1): both tokens real

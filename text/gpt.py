@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.cache import DecoderCache
+from core.checks import check_index_range
 from core.config import TransformerConfig
 from core.init import init_scaled_embeddings, init_weights
 from core.stack import Decoder
@@ -71,8 +72,8 @@ class GPT(nn.Module):
         Returns:
             (B, T, V) logits.
         """
-        if ids.numel() and not torch.compiler.is_compiling():  # a data-dependent check would split the graph
-            self._check_ids(ids)
+        if not torch.compiler.is_compiling():  # a data-dependent check would split the graph
+            check_index_range(ids, self.cfg.vocab_size)
         embedded = self.token_embedding(ids)
         if self.embedding_scale != 1.0:
             embedded = embedded * self.embedding_scale
@@ -81,19 +82,6 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def _check_ids(self, ids: Tensor) -> None:
-        """Out-of-range ids are an error here rather than an opaque failure inside the embedding."""
-        vocab_size = self.cfg.vocab_size
-        if ids.device.type == "cpu":
-            low, high = ids.aminmax()
-            if bool((low < 0) | (high >= vocab_size)):
-                raise ValueError(f"token ids must be in [0, {vocab_size}), got range [{low}, {high}]")
-            return
-        # Reading the range back on the host would make the CPU wait for the GPU at every training
-        # step and every decoded token, emptying the queue of kernels that keeps a small model fast;
-        # the asynchronous assert stops the run with the same message without waiting.
-        torch._assert_async(((ids >= 0) & (ids < vocab_size)).all(), f"token ids must be in [0, {vocab_size})")
 
 
 class GPTModule(TaskModule):

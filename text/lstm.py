@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from core.checks import check_index_range
 from core.training import OptimConfig, TaskModule
 from text.gpt import GPTModule
 
@@ -97,8 +98,7 @@ class LSTMLanguageModel(nn.Module):
         Returns:
             (B, T, V) logits.
         """
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range [{ids.min()}, {ids.max()}]")
+        check_index_range(ids, self.cfg.vocab_size)
         hidden, state = self.lstm(self.dropout(self.token_embedding(ids)), cache.hidden if cache else None)  # (B, T, D)
         if cache is not None:
             cache.hidden, cache.length = state, cache.length + ids.shape[1]
