@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from core.cache import CrossKVCache, KVCache
 from core.config import TransformerConfig
+from core.linear import Linear
 from core.masks import causal_mask, merge_masks
 from core.positions import RotaryEmbedding
 
@@ -43,11 +44,11 @@ class MultiHeadAttention(nn.Module):
         self.causal, self.cross = causal, cross
         self.dropout = cfg.attn_dropout
         if cross:
-            self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
-            self.kv_proj = nn.Linear(cfg.dim, 2 * cfg.dim, bias=cfg.bias)
+            self.q_proj = Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+            self.kv_proj = Linear(cfg.dim, 2 * cfg.dim, bias=cfg.bias)
         else:
-            self.qkv_proj = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.bias)
-        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+            self.qkv_proj = Linear(cfg.dim, 3 * cfg.dim, bias=cfg.bias)
+        self.out_proj = Linear(cfg.dim, cfg.dim, bias=cfg.bias)
         use_rope = cfg.position == "rope" and not cross
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base) if use_rope else None
 

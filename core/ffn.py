@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.config import TransformerConfig
+from core.linear import Linear
 
 ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -22,9 +23,9 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=cfg.bias)
+        self.fc1 = Linear(cfg.dim, cfg.hidden_dim, bias=cfg.bias)
         self.act = ACTIVATIONS[cfg.activation]()
-        self.fc2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=cfg.bias)
+        self.fc2 = Linear(cfg.hidden_dim, cfg.dim, bias=cfg.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D) -> (..., D)."""
@@ -36,8 +37,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(cfg.dim, 2 * cfg.hidden_dim, bias=cfg.bias)
-        self.fc2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=cfg.bias)
+        self.fc1 = Linear(cfg.dim, 2 * cfg.hidden_dim, bias=cfg.bias)
+        self.fc2 = Linear(cfg.hidden_dim, cfg.dim, bias=cfg.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D) -> (..., D)."""
@@ -61,7 +62,7 @@ class MixtureOfExperts(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.top_k = cfg.moe_top_k
-        self.router = nn.Linear(cfg.dim, cfg.n_experts, bias=False)
+        self.router = Linear(cfg.dim, cfg.n_experts, bias=False)
         self.experts = nn.ModuleList(DENSE_FFNS[cfg.ffn](cfg) for _ in range(cfg.n_experts))
         self.balance_loss = torch.zeros(())
 

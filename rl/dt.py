@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from core.config import TransformerConfig
 from core.init import init_weights
+from core.linear import Linear
 from core.stack import Decoder
 from rl.tokenizer import TrajectoryTokenizer, step_attention_mask
 
@@ -110,7 +111,7 @@ class DecisionTransformer(nn.Module):
         self.cfg = cfg
         self.tokenizer = TrajectoryTokenizer(cfg)
         self.decoder = Decoder(cfg.transformer)
-        self.action_head = nn.Linear(cfg.transformer.dim, cfg.action_size)
+        self.action_head = Linear(cfg.transformer.dim, cfg.action_size)
         init_weights(self, cfg.transformer.n_layers)
 
     def forward(

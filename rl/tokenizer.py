@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from core.linear import Linear
 from core.masks import padding_mask
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class FrameEncoder(nn.Module):
             nn.Conv2d(channels, channels, 3, stride=2, padding=1),
             nn.ReLU(),
         )
-        self.proj = nn.Linear(channels * ((height + 1) // 2) * ((width + 1) // 2), dim)
+        self.proj = Linear(channels * ((height + 1) // 2) * ((width + 1) // 2), dim)
 
     def forward(self, frames: Tensor) -> Tensor:
         return self.proj(self.conv(frames).flatten(1))  # (B, C', H/2, W/2) -> (B, D)
@@ -48,7 +49,7 @@ class VectorEncoder(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], dim: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(obs_shape[0], dim)
+        self.proj = Linear(obs_shape[0], dim)
 
     def forward(self, states: Tensor) -> Tensor:
         return self.proj(states)
@@ -73,12 +74,12 @@ class TrajectoryTokenizer(nn.Module):
         dim = cfg.transformer.dim
         self.tokens_per_step = cfg.tokens_per_step
         self.max_timestep = cfg.max_timestep
-        self.return_embedding = None if cfg.behavior_cloning else nn.Linear(1, dim)
+        self.return_embedding = None if cfg.behavior_cloning else Linear(1, dim)
         self.state_embedding = build_state_encoder(cfg)
         if cfg.action_kind == "discrete":
             self.action_embedding: nn.Module = nn.Embedding(cfg.n_actions, dim)
         else:
-            self.action_embedding = nn.Linear(cfg.action_dim, dim)
+            self.action_embedding = Linear(cfg.action_dim, dim)
         self.timestep_embedding = nn.Embedding(cfg.max_timestep, dim)
         self.norm = nn.LayerNorm(dim)
 

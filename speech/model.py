@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from core.attention import AttentionMaps
 from core.config import TransformerConfig
 from core.init import init_weights
+from core.linear import Linear
 from core.stack import Encoder
 from speech.augment import SpecAugmentConfig
 from speech.features import SpectrogramConfig
@@ -87,7 +88,7 @@ class SpeechTransformer(nn.Module):
         self.front_end = SpeechFrontEnd(cfg.spectrogram, cfg.spec_augment)
         self.tokenizer = SpectrogramTokenizer(cfg.spectrogram_size, cfg.patch_size, cfg.patch_stride, dim)
         self.encoder = Encoder(cfg.transformer)
-        self.head = nn.Linear(dim, cfg.num_classes)
+        self.head = Linear(dim, cfg.num_classes)
         init_weights(self.encoder, cfg.transformer.n_layers)
         init_weights(self.head, cfg.transformer.n_layers)
 

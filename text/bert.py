@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from core.checks import check_index_range
 from core.config import TransformerConfig
 from core.init import init_weights
+from core.linear import Linear
 from core.masks import masked_mean, padding_mask
 from core.stack import Encoder
 
@@ -85,7 +86,7 @@ class BertModel(nn.Module):
         self.token_embedding = nn.Embedding(cfg.vocab_size, dim)
         self.segment_embedding = nn.Embedding(cfg.n_segments, dim)
         self.encoder = Encoder(cfg.transformer)  # adds positions, applies the embedding LayerNorm
-        self.pooler = nn.Linear(dim, dim)
+        self.pooler = Linear(dim, dim)
 
     def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
         """Contextual embeddings.
@@ -120,7 +121,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, cfg: BertConfig, token_embedding: nn.Embedding) -> None:
         super().__init__()
         dim = cfg.transformer.dim
-        self.dense = nn.Linear(dim, dim)
+        self.dense = Linear(dim, dim)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(dim, eps=cfg.transformer.norm_eps)
         self.token_embedding = token_embedding  # shared, not a copy
@@ -139,7 +140,7 @@ class BertForPretraining(nn.Module):
         self.cfg = cfg
         self.bert = BertModel(cfg)
         self.mlm_head = MaskedLMHead(cfg, self.bert.token_embedding)
-        self.nsp_head = nn.Linear(cfg.transformer.dim, 2)
+        self.nsp_head = Linear(cfg.transformer.dim, 2)
         init_weights(self, cfg.transformer.n_layers)
 
     def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
@@ -167,7 +168,7 @@ class BertForClassification(nn.Module):
         self.cfg = cfg
         self.bert = BertModel(cfg)
         self.dropout = nn.Dropout(cfg.classifier_dropout)
-        self.classifier = nn.Linear(cfg.transformer.dim, cfg.num_classes)
+        self.classifier = Linear(cfg.transformer.dim, cfg.num_classes)
         init_weights(self, cfg.transformer.n_layers)
 
     def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:

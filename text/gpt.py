@@ -14,6 +14,7 @@ from core.cache import DecoderCache
 from core.checks import check_index_range
 from core.config import TransformerConfig
 from core.init import init_scaled_embeddings, init_weights
+from core.linear import Linear
 from core.stack import Decoder
 from core.training import OptimConfig, TaskModule
 
@@ -45,7 +46,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.transformer.dim)
         self.decoder = Decoder(cfg.transformer)
-        self.lm_head = nn.Linear(cfg.transformer.dim, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.transformer.dim, cfg.vocab_size, bias=False)
         init_weights(self, cfg.transformer.n_layers)
         self.embedding_scale = 1.0
         if cfg.scale_embeddings:

@@ -32,6 +32,7 @@ from core.cache import DecoderCache
 from core.config import TransformerConfig
 from core.decoding import GenerationConfig, beam_search, generate
 from core.init import init_scaled_embeddings, init_weights
+from core.linear import Linear
 from core.masks import padding_mask
 from core.stack import EncoderDecoder
 
@@ -87,7 +88,7 @@ class Seq2Seq(nn.Module):
         self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.dim)
         self.tgt_embedding = self.src_embedding if cfg.shared_vocab else nn.Embedding(cfg.tgt_vocab_size, cfg.dim)
         self.core = EncoderDecoder(cfg.encoder, cfg.decoder)
-        self.lm_head = nn.Linear(cfg.dim, cfg.tgt_vocab_size, bias=False)
+        self.lm_head = Linear(cfg.dim, cfg.tgt_vocab_size, bias=False)
         # Residual projections shrink with each stack's own depth.
         init_weights(self, cfg.encoder.n_layers)
         init_weights(self.core.decoder, cfg.decoder.n_layers)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from core.attention import AttentionMaps
 from core.config import TransformerConfig
 from core.init import init_weights
+from core.linear import Linear
 from core.stack import Encoder
 from vision.patches import POSITIONS, PatchTokenizer, check_divisible, to_2tuple
 from vision.stem import STEMS
@@ -104,7 +105,7 @@ class ViT(nn.Module):
             cfg.stem_depth,
         )  # fmt: skip
         self.encoder = Encoder(cfg.transformer)
-        self.head = nn.Linear(dim, cfg.num_classes)
+        self.head = Linear(dim, cfg.num_classes)
         init_weights(self.encoder, cfg.transformer.n_layers)
         init_weights(self.head, cfg.transformer.n_layers)
 

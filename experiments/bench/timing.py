@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.linear import ONEDNN_AVAILABLE
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -72,12 +74,20 @@ def interleaved(fns: dict[str, Callable[[], object]], runtime: Runtime, calls: i
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def matmul_probe(runtime: Runtime, size: int) -> tuple[Callable[[], object], float]:
-    """A large (size x size) @ (size x size) matmul at ``runtime.dtype`` and its FLOPs: timed
-    beside the training steps, it is the MFU denominator for the same minutes of the machine."""
+def matmul_probes(runtime: Runtime, size: int) -> tuple[dict[str, Callable[[], object]], float]:
+    """Large (size x size) @ (size x size) matmuls at ``runtime.dtype``, by name, and their FLOPs:
+    timed beside the training steps, the fastest is the MFU denominator for the same minutes of the
+    machine. On the CPU both of torch's fp32 GEMM libraries are measured, ``torch.mm`` (MKL) and
+    oneDNN (what ``core.linear.Linear`` calls): the machine's limit is the faster one, and on AMD
+    CPUs that is not MKL."""
     a = torch.randn(size, size, device=runtime.device, dtype=runtime.dtype)
     b = torch.randn(size, size, device=runtime.device, dtype=runtime.dtype)
-    return (lambda: torch.mm(a, b)), 2.0 * size**3
+    dtype = "bf16" if runtime.dtype == torch.bfloat16 else "fp32"
+    probes: dict[str, Callable[[], object]] = {f"torch.mm {dtype}": lambda: torch.mm(a, b)}
+    if runtime.device == "cpu" and ONEDNN_AVAILABLE:
+        b_t = b.t().contiguous()  # oneDNN's linear computes a @ w.T
+        probes[f"oneDNN {dtype}"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+    return probes, 2.0 * size**3
 
 
 def copy_probe(runtime: Runtime, n_bytes: int) -> tuple[Callable[[], object], float]:
