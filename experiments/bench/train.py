@@ -80,7 +80,7 @@ def gpt_train_rows(name: str, shape: GPTShape, runtime: Runtime, matmul_size: in
         steps["anyformer compiled"] = train_step(compiled, inputs, targets, runtime)
     seconds = interleaved(steps, runtime, calls=runtime.calls)
     tokens = shape.batch * shape.context
-    tps = {peer: tokens / seconds[peer] for peer in contenders}
+    tps = {peer: tokens / s for peer, s in seconds.items() if peer not in probes}
     targets = {"transformers": TRAIN_VS_TRANSFORMERS, "x-transformers": TRAIN_VS_PLAIN, "minimal": TRAIN_VS_PLAIN}
     rows = [
         Row(name, "train throughput", "tokens/s", tps["anyformer"], peer, tps[peer], target=target)
