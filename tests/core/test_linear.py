@@ -133,3 +133,30 @@ def test_compiled_graph_keeps_the_onednn_operator_whole_and_matches_eager():
     assert_matches_nn_linear(compiled, reference, torch.randn(3, 5, IN), torch.randn(3, 5, OUT))
     with torch.no_grad():
         assert linear_pointwise_calls(lambda: compiled(torch.randn(3, 5, IN))) == 1
+
+
+def transformer_models() -> dict[str, nn.Module]:
+    from rl.dt import DecisionTransformer, DTConfig
+    from speech.model import SpeechConfig, SpeechTransformer
+    from text.bert import BertConfig, BertForClassification, BertForPretraining
+    from text.gpt import GPT, GPTConfig
+    from text.seq2seq import Seq2Seq, Seq2SeqConfig
+    from vision.vit import ViT, ViTConfig
+
+    return {
+        "gpt": GPT(GPTConfig()),
+        "bert pretraining": BertForPretraining(BertConfig()),
+        "bert classifier": BertForClassification(BertConfig()),
+        "seq2seq": Seq2Seq(Seq2SeqConfig()),
+        "vit": ViT(ViTConfig()),
+        "speech": SpeechTransformer(SpeechConfig()),
+        "decision transformer": DecisionTransformer(DTConfig()),
+    }
+
+
+def test_every_projection_of_every_transformer_task_is_core_linear():
+    """A projection added as a plain nn.Linear would silently miss the oneDNN products."""
+    for name, model in transformer_models().items():
+        plain = [path for path, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, Linear)]
+        assert not plain, f"{name}: plain nn.Linear at {plain}"
+        assert any(isinstance(m, Linear) for m in model.modules()), name
