@@ -108,6 +108,8 @@ def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     if torch.is_autocast_enabled("cpu"):
         return False
     weight_size = weight.numel()
+    if not x.numel() or not weight_size:
+        return False  # oneDNN has no primitive for an empty product, and nothing to gain
     return weight_size >= ONEDNN_MIN_WEIGHT or (x.numel() // weight.shape[1]) * weight_size >= ONEDNN_MIN_MACS
 
 

@@ -109,6 +109,13 @@ def test_small_products_stay_on_mkl_and_big_batches_of_small_weights_do_not():
     assert uses_onednn(many_rows, small.weight) and linear_pointwise_calls(lambda: small(many_rows)) == 1
 
 
+@pytest.mark.parametrize("in_features, rows", [(IN, 0), (0, 3)])
+def test_empty_products_match_nn_linear(in_features, rows):
+    """An empty batch (or a zero-width input) is a valid nn.Linear call, forward and backward."""
+    ours, reference = twins(in_features, OUT)
+    assert_matches_nn_linear(ours, reference, torch.randn(rows, in_features), torch.randn(rows, OUT))
+
+
 def test_other_dtypes_and_autocast_are_exactly_nn_linear():
     torch.manual_seed(0)
     ours, reference = twins()
