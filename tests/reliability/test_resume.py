@@ -51,6 +51,17 @@ class Run:
         return read_rows(self.folder / "runs" / "run" / "metrics.csv")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every fit here runs on one thread, as the SIGKILLed child does (``subprocess_env``): CPU
+    reductions split their sums by thread, so a run whose first half had one thread and whose
+    second half had two ends a few ulps away from a two-thread run (28 of 29 tensors differed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The uninterrupted fit, keeping the checkpoint of every validation in ``every/``."""
