@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 2**20
 """Products of at least this many multiply-adds (rows x in x out) go to oneDNN..."""
 ONEDNN_MIN_WEIGHT = 2**17
@@ -33,6 +32,21 @@ MKL's lower per-call cost wins (a 1 x 128 x 512 product: 6 us against 16 us)."""
 def _onednn_matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b.T (+ bias)`` on oneDNN: a (..., K), b (N, K) -> (..., N). Strided operands are fine."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+
+
+def _onednn_linear_works() -> bool:
+    """Whether this torch has oneDNN's linear with the signature used here: it is the operator
+    torch.compile's CPU freezing emits, not a documented API, so a torch that renamed it falls
+    back to MKL instead of failing."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        return bool(_onednn_matmul_t(torch.ones(2, 3), torch.ones(4, 3)).eq(3).all())
+    except (RuntimeError, TypeError):
+        return False
+
+
+ONEDNN_AVAILABLE = _onednn_linear_works()
 
 
 def _linear_backward(

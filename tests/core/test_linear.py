@@ -116,6 +116,17 @@ def test_empty_products_match_nn_linear(in_features, rows):
     assert_matches_nn_linear(ours, reference, torch.randn(rows, in_features), torch.randn(rows, OUT))
 
 
+def test_without_onednn_it_is_exactly_nn_linear(monkeypatch):
+    """A torch without the operator (or with a renamed one) trains on MKL, not an error."""
+    import core.linear
+
+    monkeypatch.setattr(core.linear, "ONEDNN_AVAILABLE", False)
+    ours, reference = twins()
+    x = torch.randn(4, IN)
+    assert linear_pointwise_calls(lambda: ours(x).sum().backward()) == 0
+    assert torch.equal(ours(x), reference(x))
+
+
 def test_other_dtypes_and_autocast_are_exactly_nn_linear():
     torch.manual_seed(0)
     ours, reference = twins()
