@@ -29,7 +29,7 @@ step reads such a matrix from memory, where oneDNN streams it ~2x faster than MK
 MKL's lower per-call cost wins (a 1 x 128 x 512 product: 6 us against 16 us)."""
 
 
-def _onednn_matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+def onednn_matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b.T (+ bias)`` on oneDNN: a (..., K), b (N, K) -> (..., N). Strided operands are fine."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
@@ -41,7 +41,7 @@ def _onednn_linear_works() -> bool:
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
     try:
-        return bool(_onednn_matmul_t(torch.ones(2, 3), torch.ones(4, 3)).eq(3).all())
+        return bool(onednn_matmul_t(torch.ones(2, 3), torch.ones(4, 3)).eq(3).all())
     except (RuntimeError, TypeError):
         return False
 
@@ -79,20 +79,20 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn_matmul_t(x, weight, bias)
+        return onednn_matmul_t(x, weight, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
-        return _linear_backward(grad_out, x, weight, ctx.needs_input_grad, ctx.has_bias, _onednn_matmul_t)
+        return _linear_backward(grad_out, x, weight, ctx.needs_input_grad, ctx.has_bias, onednn_matmul_t)
 
 
 @torch.library.custom_op("anyformer::onednn_linear", mutates_args=())
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ weight.T + bias`` on oneDNN as one operator that torch.compile leaves whole: its CPU
     lowering of oneDNN's own linear needs the weight frozen into the graph, a training graph's is not."""
-    return _onednn_matmul_t(x, weight, bias)
+    return onednn_matmul_t(x, weight, bias)
 
 
 @onednn_linear.register_fake
@@ -121,10 +121,10 @@ def uses_onednn(x: Tensor, weight: Tensor) -> bool:
         return False
     if torch.is_autocast_enabled("cpu"):
         return False
-    weight_size = weight.numel()
-    if not x.numel() or not weight_size:
+    input_size, weight_size = x.numel(), weight.numel()
+    if not input_size or not weight_size:
         return False  # oneDNN has no primitive for an empty product, and nothing to gain
-    return weight_size >= ONEDNN_MIN_WEIGHT or (x.numel() // weight.shape[1]) * weight_size >= ONEDNN_MIN_MACS
+    return weight_size >= ONEDNN_MIN_WEIGHT or (input_size // weight.shape[1]) * weight_size >= ONEDNN_MIN_MACS
 
 
 class Linear(nn.Linear):
@@ -137,4 +137,4 @@ class Linear(nn.Linear):
             return onednn_linear(x, self.weight, self.bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _OneDNNLinear.apply(x, self.weight, self.bias)
-        return _onednn_matmul_t(x, self.weight, self.bias)  # inference: no autograd node to build
+        return onednn_matmul_t(x, self.weight, self.bias)  # inference: no autograd node to build

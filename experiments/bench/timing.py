@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.linear import ONEDNN_AVAILABLE
+from core.linear import ONEDNN_AVAILABLE, onednn_matmul_t
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def matmul_probes(runtime: Runtime, size: int) -> tuple[dict[str, Callable[[], o
     probes: dict[str, Callable[[], object]] = {f"torch.mm {dtype}": lambda: torch.mm(a, b)}
     if runtime.device == "cpu" and ONEDNN_AVAILABLE:
         b_t = b.t().contiguous()  # oneDNN's linear computes a @ w.T
-        probes[f"oneDNN {dtype}"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+        probes[f"oneDNN {dtype}"] = lambda: onednn_matmul_t(a, b_t)
     return probes, 2.0 * size**3
 
 
