@@ -34,7 +34,7 @@ demo: $(STAMP)
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--quick --only gpt-cpu".
 BENCH_ARGS ?=
 bench: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m experiments.bench --threads 2 --out experiments/results/bench.md $(BENCH_ARGS)
+	OMP_NUM_THREADS=2 $(PY) -m anyformer.experiments.bench --threads 2 --out experiments/results/bench.md $(BENCH_ARGS)
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``.
 
 Shape notation used throughout core/: B batch, T tokens (Tq queries, Tk keys), D width,
-H heads, Dh head width (D = H * Dh). Masks follow core.masks: boolean, broadcastable to
+H heads, Dh head width (D = H * Dh). Masks follow anyformer.core.masks: boolean, broadcastable to
 (B, H, Tq, Tk), True = may attend.
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.cache import CrossKVCache, KVCache
-from core.config import TransformerConfig
-from core.linear import Linear
-from core.masks import causal_mask, merge_masks
-from core.positions import RotaryEmbedding
+from anyformer.core.cache import CrossKVCache, KVCache
+from anyformer.core.config import TransformerConfig
+from anyformer.core.linear import Linear
+from anyformer.core.masks import causal_mask, merge_masks
+from anyformer.core.positions import RotaryEmbedding
 
 
 @dataclass

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from core.attention import AttentionMaps, MultiHeadAttention
-from core.cache import LayerCache
-from core.config import TransformerConfig
-from core.ffn import build_ffn
+from anyformer.core.attention import AttentionMaps, MultiHeadAttention
+from anyformer.core.cache import LayerCache
+from anyformer.core.config import TransformerConfig
+from anyformer.core.ffn import build_ffn
 
 
 def build_norm(cfg: TransformerConfig) -> nn.Module:
@@ -53,7 +53,7 @@ class TransformerBlock(nn.Module):
         cache: LayerCache | None = None,
         maps: AttentionMaps | None = None,
     ) -> Tensor:
-        """(B, T, D) -> (B, T, D). Masks: boolean, True = may attend (see core.masks)."""
+        """(B, T, D) -> (B, T, D). Masks: boolean, True = may attend (see anyformer.core.masks)."""
         x = self._sublayer(
             x, self.norm1, self.attn, mask=mask,
             cache=cache.self_attn if cache else None, maps=maps.self_attn if maps else None,

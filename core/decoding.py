@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from core.cache import DecoderCache
+from anyformer.core.cache import DecoderCache
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import TransformerConfig
-from core.linear import Linear
+from anyformer.core.config import TransformerConfig
+from anyformer.core.linear import Linear
 
 ACTIVATIONS = {
     "gelu": nn.GELU,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from core.config import TransformerConfig
+from anyformer.core.config import TransformerConfig
 
 
 def sinusoidal_table(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:

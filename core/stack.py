@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from core.attention import AttentionMaps
-from core.block import TransformerBlock, build_dropout, build_norm
-from core.cache import CrossKVCache, DecoderCache, KVCache, LayerCache
-from core.config import TransformerConfig
-from core.ffn import MixtureOfExperts
-from core.positions import build_input_positions
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.block import TransformerBlock, build_dropout, build_norm
+from anyformer.core.cache import CrossKVCache, DecoderCache, KVCache, LayerCache
+from anyformer.core.config import TransformerConfig
+from anyformer.core.ffn import MixtureOfExperts
+from anyformer.core.positions import build_input_positions
 
 
 class TransformerStack(nn.Module):

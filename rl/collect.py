@@ -1,6 +1,6 @@
 """Collect offline-RL datasets by running behaviour policies in an environment.
 
-Command line (the ``collect`` subcommand of ``anyformer``, or ``python -m rl.collect``)::
+Command line (the ``collect`` subcommand of ``anyformer``, or ``python -m anyformer.rl.collect``)::
 
     anyformer collect --env CartPole-v1 --policy mixed --episodes 50 --out cartpole_mixed.npz
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ArgumentParser, reports_usage_errors
-from rl.envs import MINATAR_NAMESPACE, env_spec_summary, make_env
-from rl.experts import DEFAULT_EPSILON, POLICIES, build_policy, plan_episodes
-from rl.trajectories import Trajectories, save_trajectories
+from anyformer.core.cli.errors import ArgumentParser, reports_usage_errors
+from anyformer.rl.envs import MINATAR_NAMESPACE, env_spec_summary, make_env
+from anyformer.rl.experts import DEFAULT_EPSILON, POLICIES, build_policy, plan_episodes
+from anyformer.rl.trajectories import Trajectories, save_trajectories
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def collect(
     Episode i is therefore the same whatever the number of episodes (for a fixed plan).
 
     Args:
-        env_id: Environment id, see :func:`rl.envs.make_env`.
-        policy: ``expert``, ``medium``, ``noisy``, ``random`` or ``mixed`` (see :mod:`rl.experts`).
+        env_id: Environment id, see :func:`anyformer.rl.envs.make_env`.
+        policy: ``expert``, ``medium``, ``noisy``, ``random`` or ``mixed`` (see :mod:`anyformer.rl.experts`).
         episodes: Number of episodes (> 0).
         seed: Seed of everything random in the collection.
         max_steps: If given, episodes still running after this many steps are truncated.

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from rl.trajectories import ARRAY_FIELDS, Trajectories, load_trajectories, returns_to_go
+from anyformer.rl.trajectories import ARRAY_FIELDS, Trajectories, load_trajectories, returns_to_go
 
 logger = logging.getLogger(__name__)
 

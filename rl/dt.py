@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from core.config import TransformerConfig
-from core.init import init_weights
-from core.linear import Linear
-from core.stack import Decoder
-from rl.tokenizer import TrajectoryTokenizer, step_attention_mask
+from anyformer.core.config import TransformerConfig
+from anyformer.core.init import init_weights
+from anyformer.core.linear import Linear
+from anyformer.core.stack import Decoder
+from anyformer.rl.tokenizer import TrajectoryTokenizer, step_attention_mask
 
 OBS_KINDS = ("vector", "frame")
 ACTION_KINDS = ("discrete", "continuous")

@@ -12,7 +12,7 @@ mediocre behaviour that a low target asks for. Episode i is reset with seed ``--
 the sampler is seeded by ``--seed``, so runs are reproducible.
 
 With ``--run-name NAME`` the returns are also recorded in ``runs/NAME/run.json``
-(``core.run_record.record_evaluation``) as ``return_mean_target_<T>`` and ``return_std_target_<T>``
+(``anyformer.core.train.run_record.record_evaluation``) as ``return_mean_target_<T>`` and ``return_std_target_<T>``
 per target T (written ``%g``: 100, 0.5), so a comparison can list the rollout in a table.
 
 Exit codes: 0 on success, 2 for usage errors (bad checkpoint, unknown environment, an
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import run_record
-from core.atomic import atomic_open
-from core.checkpoint import CheckpointError, load_task
-from core.errors import ArgumentParser, reports_usage_errors
-from rl.envs import env_spec_summary, make_env
+from anyformer.core.cli.errors import ArgumentParser, reports_usage_errors
+from anyformer.core.train import run_record
+from anyformer.core.train.atomic import atomic_open
+from anyformer.core.train.checkpoint import CheckpointError, load_task
+from anyformer.rl.envs import env_spec_summary, make_env
 
 PROG = "anyformer rollout"
 
@@ -208,7 +208,7 @@ def frame_strip(states: Sequence[np.ndarray], env_id: str, max_frames: int = 16)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    """Write an RGB image atomically (``core.atomic``)."""
+    """Write an RGB image atomically (``anyformer.core.train.atomic``)."""
     from PIL import Image
 
     with atomic_open(path) as file:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from core.linear import Linear
-from core.masks import padding_mask
+from anyformer.core.linear import Linear
+from anyformer.core.masks import padding_mask
 
 if TYPE_CHECKING:
-    from rl.dt import DTConfig
+    from anyformer.rl.dt import DTConfig
 
 
 class FrameEncoder(nn.Module):

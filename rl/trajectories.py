@@ -23,7 +23,7 @@ the time limit). Unlike Minari, the observation after an episode's last step is 
 Decision Transformer never conditions on it.
 
 ``meta`` always holds ``format`` (``"anyformer-trajectories"``) and ``format_version``; datasets
-from ``rl.collect`` add ``env_id``, ``env`` (observation and action description), ``policy``,
+from ``anyformer.rl.collect`` add ``env_id``, ``env`` (observation and action description), ``policy``,
 ``epsilon``, ``seed``, ``episodes``, ``max_steps``, ``episode_policies`` (one label per episode)
 and ``versions`` (the Python and package versions that collected it).
 """
@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from core.atomic import atomic_open
-from core.errors import UsageError
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.train.atomic import atomic_open
 
 FORMAT_NAME = "anyformer-trajectories"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from core.errors import UsageError
+from anyformer.core.cli.errors import UsageError
 
 FIT_MODES = ("center", "random")
 

@@ -1,4 +1,4 @@
-"""Small CNN baseline on the same log-mel input as ``speech.model``: the yardstick the speech
+"""Small CNN baseline on the same log-mel input as ``anyformer.speech.model``: the yardstick the speech
 transformer is compared with (task ``speech-cnn``).
 
 Blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, then a global average over frequency
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from core.conv import conv_block
-from speech.augment import SpecAugmentConfig
-from speech.features import SpectrogramConfig
-from speech.front_end import SpeechFrontEnd
+from anyformer.core.baselines import conv_block
+from anyformer.speech.augment import SpecAugmentConfig
+from anyformer.speech.features import SpectrogramConfig
+from anyformer.speech.front_end import SpeechFrontEnd
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Lightning data module for spoken-word classification.
 
 Batches are ``{"waveform": (B, T) float32, "label": (B,) int64}`` with T fixed by
-``duration_s``. The model computes the spectrogram itself (``speech.features``), so it can
+``duration_s``. The model computes the spectrogram itself (``anyformer.speech.features``), so it can
 apply SpecAugment on the device; this module only perturbs waveforms (random placement in the
 window, time shift and noise) for the training split when ``augment`` is on.
 """
@@ -17,10 +17,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from speech.audio import fit_duration
-from speech.augment import WaveAugment, WaveAugmentConfig
-from speech.features import SpectrogramConfig, fit_normalization
-from speech.sources import SOURCES, ClipSet, load_source
+from anyformer.speech.audio import fit_duration
+from anyformer.speech.augment import WaveAugment, WaveAugmentConfig
+from anyformer.speech.features import SpectrogramConfig, fit_normalization
+from anyformer.speech.sources import SOURCES, ClipSet, load_source
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class SpeechDataModule(pl.LightningDataModule):
 
     Args:
         source: ``synthetic`` (eSpeak NG digits, offline), ``fsdd``, ``folder`` or
-            ``speechcommands`` (see ``speech.sources``).
+            ``speechcommands`` (see ``anyformer.speech.sources``).
         root: Where the source lives; ``fsdd`` defaults to ``../shared/data/fsdd/recordings``,
             ``speechcommands`` to ``~/.cache/anyformer/speechcommands``.
         split: ``official`` or ``speaker`` (hold ``test_speaker`` out).

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from speech.augment import SpecAugment, SpecAugmentConfig
-from speech.features import LogMelSpectrogram, SpectrogramConfig
+from anyformer.speech.augment import SpecAugment, SpecAugmentConfig
+from anyformer.speech.features import LogMelSpectrogram, SpectrogramConfig
 
 
 class SpeechFrontEnd(LogMelSpectrogram):
@@ -29,6 +29,6 @@ class SpeechFrontEnd(LogMelSpectrogram):
         if waves.ndim != 2 or waves.shape[1] != n_samples:
             raise ValueError(
                 f"expected waveforms of shape (B, {n_samples}) ({self.config.duration_s} s at "
-                f"{self.config.sample_rate} Hz; see speech.audio.fit_duration), got {tuple(waves.shape)}"
+                f"{self.config.sample_rate} Hz; see anyformer.speech.audio.fit_duration), got {tuple(waves.shape)}"
             )
         return self.spec_augment(super().forward(waves))

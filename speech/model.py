@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from core.attention import AttentionMaps
-from core.config import TransformerConfig
-from core.init import init_weights
-from core.linear import Linear
-from core.stack import Encoder
-from speech.augment import SpecAugmentConfig
-from speech.features import SpectrogramConfig
-from speech.front_end import SpeechFrontEnd
-from speech.tokenizer import SpectrogramTokenizer, patch_grid, to_pair
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.config import TransformerConfig
+from anyformer.core.init import init_weights
+from anyformer.core.linear import Linear
+from anyformer.core.stack import Encoder
+from anyformer.speech.augment import SpecAugmentConfig
+from anyformer.speech.features import SpectrogramConfig
+from anyformer.speech.front_end import SpeechFrontEnd
+from anyformer.speech.tokenizer import SpectrogramTokenizer, patch_grid, to_pair
 
 POOLS = ("cls", "mean")
 

@@ -8,7 +8,7 @@
   before the first ``_``; official test set = speakers whose name hashes to 0 mod 10.
 - ``speechcommands``: Google Speech Commands v0.02, downloaded by torchaudio; official
   validation and test lists. Clips are read from disk on access (100k+ files).
-- ``synthetic``: spoken digits synthesized by eSpeak NG (``speech.synth``); official test set =
+- ``synthetic``: spoken digits synthesized by eSpeak NG (``anyformer.speech.synth``); official test set =
   the first tenth of every digit's clips.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torchaudio.datasets
 
-from speech.audio import load_audio
-from speech.synth import CACHE_DIR, DIGIT_WORDS, plan_digits, synthesize_digits
+from anyformer.speech.audio import load_audio
+from anyformer.speech.synth import CACHE_DIR, DIGIT_WORDS, plan_digits, synthesize_digits
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def load_speechcommands(root: Path | None, sample_rate: int) -> ClipSet:
 
 
 def load_synthetic(n_per_class: int, seed: int, sample_rate: int) -> ClipSet:
-    """Spoken digits from eSpeak NG (cached, see ``speech.synth``)."""
+    """Spoken digits from eSpeak NG (cached, see ``anyformer.speech.synth``)."""
     waves, labels = synthesize_digits(n_per_class, seed, sample_rate=sample_rate)
     plan = plan_digits(n_per_class, seed)
     n_test = max(1, n_per_class // 10)

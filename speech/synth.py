@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torchaudio.transforms as AT
 
-from core.atomic import atomic_open
-from speech.augment import add_noise
-from speech.espeak import Utterance, espeak_version, render
+from anyformer.core.train.atomic import atomic_open
+from anyformer.speech.augment import add_noise
+from anyformer.speech.espeak import Utterance, espeak_version, render
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import contextlib
 import csv
 from pathlib import Path
 
-from core.cli import main as cli_main
+from anyformer.core.cli.main import main as cli_main
 
 
 def run_cli(workdir: Path, args: list[str]) -> None:

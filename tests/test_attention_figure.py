@@ -12,32 +12,32 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from core.attention import AttentionMaps
-from core.attention_figure import layer_index
-from core.checkpoint import load_task
-from core.cli import main as anyformer
-from core.config import TransformerConfig
-from core.errors import UsageError
-from rl.attention_figure import dt_attention, file_window, rollout_window
-from rl.dt import DTConfig
-from rl.task import DTModule
-from rl.trajectories import Trajectories, save_trajectories
-from speech.attention_figure import default_clip, speech_rollout
-from speech.classify_audio import cls_attention, load_clip
-from speech.features import SpectrogramConfig
-from speech.model import SpeechConfig
-from speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
-from speech.task import SpeechModule
-from text.attention_figure import MAX_TOKENS, bert_attention, gpt_attention
-from text.bert import BertConfig
-from text.bert_task import BertClassifierModule, BertPretrainModule
-from text.gpt import GPTConfig, GPTModule
-from text.tokenizers import CharTokenizer
-from vision.attention_figure import default_test_image, vit_rollout
-from vision.cnn import ImageCNNConfig
-from vision.data import DIGITS, SOURCES
-from vision.task import ImageCNNModule, ViTModule
-from vision.vit import ViTConfig
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.cli.attention import layer_index
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.main import main as anyformer
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.checkpoint import load_task
+from anyformer.rl.dt import DTConfig
+from anyformer.rl.dt_task import DTModule
+from anyformer.rl.figure import dt_attention, file_window, rollout_window
+from anyformer.rl.trajectories import Trajectories, save_trajectories
+from anyformer.speech.classify import cls_attention, load_clip
+from anyformer.speech.features import SpectrogramConfig
+from anyformer.speech.figure import default_clip, speech_rollout
+from anyformer.speech.model import SpeechConfig
+from anyformer.speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
+from anyformer.speech.speech_task import SpeechModule
+from anyformer.text.bert.bert import BertConfig
+from anyformer.text.bert.bert_task import BertClassifierModule, BertPretrainModule
+from anyformer.text.figure import MAX_TOKENS, bert_attention, gpt_attention
+from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+from anyformer.text.tokenizer import CharTokenizer
+from anyformer.vision.cnn import ImageCNNConfig
+from anyformer.vision.data import DIGITS, SOURCES
+from anyformer.vision.figure import default_test_image, vit_rollout
+from anyformer.vision.vit import ViTConfig
+from anyformer.vision.vit_task import ImageCNNModule, ViTModule
 
 TEXT = "the quick brown fox jumps over the lazy dog, and the dog sleeps on $5.\n"
 RATE = 8000
@@ -273,7 +273,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file(ckpts, tmp_path, capsys, task,
 
 
 def test_run_name_draws_into_the_run_folder_and_records_the_run(ckpts, tmp_path, monkeypatch, capsys):
-    from core import run_record
+    from anyformer.core.train import run_record
 
     monkeypatch.chdir(tmp_path)
     argv = ["attention", "--ckpt", str(ckpts["gpt"]), "--run-name", "attn_gpt"]

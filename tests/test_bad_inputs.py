@@ -25,19 +25,19 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from core.checkpoint import CheckpointError, load_task, read_checkpoint
-from core.cli import main
-from core.config import TransformerConfig
-from core.errors import UsageError
-from core.tasks import TASKS, TOOLS
-from rl.envs import make_env
-from rl.trajectories import Trajectories, TrajectoryFormatError, load_trajectories, save_trajectories
-from speech.audio import AudioError, load_audio
-from speech.tokenizer import SpectrogramTokenizer, unpatchify
-from text.corpus import load_corpus
-from text.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
-from vision.classify import InputError, read_image
-from vision.patches import patchify
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.main import main
+from anyformer.core.cli.tasks import TASKS, TOOLS
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.checkpoint import CheckpointError, load_task, read_checkpoint
+from anyformer.rl.envs import make_env
+from anyformer.rl.trajectories import Trajectories, TrajectoryFormatError, load_trajectories, save_trajectories
+from anyformer.speech.audio import AudioError, load_audio
+from anyformer.speech.tokenizer import SpectrogramTokenizer, unpatchify
+from anyformer.text.corpus import load_corpus
+from anyformer.text.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from anyformer.vision.classify import InputError, read_image
+from anyformer.vision.tokenizer import patchify
 
 RATE = 8000
 """Sample rate of the tiny speech checkpoint."""
@@ -65,14 +65,14 @@ def _save_through_trainer(module: Any, path: Path) -> Path:
 
 
 def _checkpoints(root: Path) -> dict[str, Path]:
-    from rl.dt import DTConfig
-    from rl.task import DTModule
-    from speech.features import SpectrogramConfig
-    from speech.model import SpeechConfig
-    from speech.task import SpeechModule
-    from text.gpt import GPTConfig, GPTModule
-    from vision.task import ViTModule
-    from vision.vit import ViTConfig
+    from anyformer.rl.dt import DTConfig
+    from anyformer.rl.dt_task import DTModule
+    from anyformer.speech.features import SpectrogramConfig
+    from anyformer.speech.model import SpeechConfig
+    from anyformer.speech.speech_task import SpeechModule
+    from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+    from anyformer.vision.vit import ViTConfig
+    from anyformer.vision.vit_task import ViTModule
 
     torch.manual_seed(0)
     paths = {}

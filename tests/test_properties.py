@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from core import Decoder, Encoder, TransformerConfig, causal_mask, lengths_to_keep, merge_masks, padding_mask
-from speech.tokenizer import SpectrogramTokenizer, patchify, unpatchify
+from anyformer.core import Decoder, Encoder, TransformerConfig, causal_mask, lengths_to_keep, merge_masks, padding_mask
+from anyformer.speech.tokenizer import SpectrogramTokenizer, patchify, unpatchify
 
 PROPERTY = settings(max_examples=25, deadline=None)
 POSITIONS = st.sampled_from(["none", "sinusoidal", "learned", "rope"])

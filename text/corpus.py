@@ -7,7 +7,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from core.atomic import atomic_write_text
+from anyformer.core.train.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

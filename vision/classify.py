@@ -1,5 +1,5 @@
 """``anyformer classify``: label files with a classifier checkpoint: images (``vit``, ``vision-cnn``),
-sentences (``text.classify_text``) or audio clips (``speech.classify_audio``).
+sentences (``anyformer.text.classify``) or audio clips (``anyformer.speech.classify``).
 
 The command dispatches on the checkpoint's task (``HANDLERS``); this module handles images.
 
@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from core.atomic import atomic_open
-from core.attention import AttentionMaps
-from core.checkpoint import CheckpointError, load_task, read_checkpoint
-from core.errors import ArgumentParser, UsageError, reports_usage_errors
-from vision.patches import check_divisible, to_2tuple
-from vision.rollout import overlay_heatmap, patch_relevance
-from vision.vit import ViT
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.train.atomic import atomic_open
+from anyformer.core.train.checkpoint import CheckpointError, load_task, read_checkpoint
+from anyformer.vision.rollout import overlay_heatmap, patch_relevance
+from anyformer.vision.tokenizer import check_divisible, to_2tuple
+from anyformer.vision.vit import ViT
 
 PROG = "anyformer classify"
 IMAGE_MODES = {1: "L", 3: "RGB"}
@@ -154,13 +154,13 @@ def classify_images(args: argparse.Namespace) -> int:
 
 # task name in the checkpoint -> handler
 def _classify_text(args: argparse.Namespace) -> int:
-    from text.classify_text import classify_text_args  # lazy: keeps the image path light
+    from anyformer.text.classify import classify_text_args  # lazy: keeps the image path light
 
     return classify_text_args(args)
 
 
 def _classify_audio(args: argparse.Namespace) -> int:
-    from speech.classify_audio import classify_audio_files
+    from anyformer.speech.classify import classify_audio_files
 
     return classify_audio_files(args)
 

@@ -1,6 +1,6 @@
 """Small CNN image classifier: the yardstick the ViT is compared with (task ``vision-cnn``).
 
-Blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool (``core.conv``), then a global average
+Blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool (``anyformer.core.baselines``), then a global average
 over the image, dropout and a linear head. Pooling rounds up, so odd sides lose no pixel row and
 any image size works, also at inference with ``anyformer classify --keep-size``.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from core.conv import conv_block
-from vision.patches import to_2tuple
+from anyformer.core.baselines import conv_block
+from anyformer.vision.tokenizer import to_2tuple
 
 
 @dataclass

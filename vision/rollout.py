@@ -18,7 +18,7 @@ def attention_rollout(attentions: list[Tensor], residual: float = 0.5) -> Tensor
 
     Args:
         attentions: per layer (first to last), (B, H, T, T) attention probabilities, e.g.
-            ``core.attention.AttentionMaps().self_attn`` after a forward.
+            ``anyformer.core.attention.AttentionMaps().self_attn`` after a forward.
         residual: weight of the identity (the skip connection) mixed into each layer.
 
     Returns:

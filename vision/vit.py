@@ -14,13 +14,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from core.attention import AttentionMaps
-from core.config import TransformerConfig
-from core.init import init_weights
-from core.linear import Linear
-from core.stack import Encoder
-from vision.patches import POSITIONS, PatchTokenizer, check_divisible, to_2tuple
-from vision.stem import STEMS
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.config import TransformerConfig
+from anyformer.core.init import init_weights
+from anyformer.core.linear import Linear
+from anyformer.core.stack import Encoder
+from anyformer.vision.stem import STEMS
+from anyformer.vision.tokenizer import POSITIONS, PatchTokenizer, check_divisible, to_2tuple
 
 POOLS = ("cls", "mean")
 

@@ -1,7 +1,7 @@
 """anyformer beside its peers, every target in one table.
 
-    python -m experiments.bench [--quick] [--device cuda] [--only gpt-cpu,vit-tiny] [--out FILE.md]
-    python -m experiments.bench --profile [--only gpt-cpu,gpt-gen] [--out-profile FILE.md]
+    python -m anyformer.experiments.bench [--quick] [--device cuda] [--only gpt-cpu,vit-tiny] [--out FILE.md]
+    python -m anyformer.experiments.bench --profile [--only gpt-cpu,gpt-gen] [--out-profile FILE.md]
 
 Training steps (forward + backward + AdamW) against transformers' GPT-2, x-transformers, a
 minimal hand-written GPT and timm's ViT; MFU against a large matmul measured in the same run;
@@ -29,12 +29,18 @@ from pathlib import Path
 
 import torch
 
-from core.atomic import atomic_write_text
-from experiments.bench.generation import generation_rows
-from experiments.bench.memory import memory_rows
-from experiments.bench.profile_cases import DECODE_PROMPT, DECODE_SKIP, TRAIN_SKIP, profile_cases, render_profile
-from experiments.bench.report import Row, render_markdown, render_text
-from experiments.bench.shapes import (
+from anyformer.core.train.atomic import atomic_write_text
+from anyformer.experiments.bench.generation import generation_rows
+from anyformer.experiments.bench.memory import memory_rows
+from anyformer.experiments.bench.profile_cases import (
+    DECODE_PROMPT,
+    DECODE_SKIP,
+    TRAIN_SKIP,
+    profile_cases,
+    render_profile,
+)
+from anyformer.experiments.bench.report import Row, render_markdown, render_text
+from anyformer.experiments.bench.shapes import (
     ALL_SHAPES,
     GENERATION_SHAPES,
     GPT_SHAPES,
@@ -42,15 +48,17 @@ from experiments.bench.shapes import (
     VIT_SHAPES,
     default_shapes,
 )
-from experiments.bench.timing import Runtime
-from experiments.bench.train import gpt_train_rows, vit_train_rows
+from anyformer.experiments.bench.timing import Runtime
+from anyformer.experiments.bench.train import gpt_train_rows, vit_train_rows
 
 QUICK_NEW_TOKENS = (8, 32)  # --quick: generation lengths that keep a smoke run to seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m anyformer.experiments.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="1 repeat, short generations: a smoke test, not figures")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -125,7 +133,7 @@ def header(args: argparse.Namespace, runtime: Runtime) -> str:
         [
             f"# anyformer benchmark{' (--quick: smoke test, not figures)' if args.quick else ''}",
             "",
-            f"Command: `python -m experiments.bench {' '.join(args.argv)}`".rstrip(),
+            f"Command: `python -m anyformer.experiments.bench {' '.join(args.argv)}`".rstrip(),
             f"Measured {datetime.date.today()}: torch {torch.__version__}, {runtime.device} ({device}), {precision}, "
             f"{runtime.threads} CPU threads, median of {runtime.repeats} interleaved repeats.",
             "ratio > 1 means anyformer is better: throughput ours/peer; memory and ms/token peer/ours; "
@@ -139,7 +147,7 @@ def profile_header(args: argparse.Namespace, runtime: Runtime) -> str:
         [
             "# anyformer profile: where each step's time goes",
             "",
-            f"Command: `python -m experiments.bench {' '.join(args.argv)}`".rstrip(),
+            f"Command: `python -m anyformer.experiments.bench {' '.join(args.argv)}`".rstrip(),
             f"Measured {datetime.date.today()}: torch {torch.__version__}, cpu ({cpu_name()}), fp32, "
             f"{runtime.threads} CPU threads, torch.profiler over {args.profile_steps} steps per implementation after "
             f"{TRAIN_SKIP + 1} unprofiled training steps, or after a {DECODE_PROMPT}-token prompt and "

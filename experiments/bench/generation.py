@@ -10,11 +10,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from core.decoding import GenerationConfig, beam_search, generate
-from experiments.bench.peers import anyformer_gpt, transformers_gpt2
-from experiments.bench.report import Row, Target
-from experiments.bench.shapes import GenerationShape
-from experiments.bench.timing import Runtime, copy_probe, interleaved
+from anyformer.core.decoding import GenerationConfig, beam_search, generate
+from anyformer.experiments.bench.peers import anyformer_gpt, transformers_gpt2
+from anyformer.experiments.bench.report import Row, Target
+from anyformer.experiments.bench.shapes import GenerationShape
+from anyformer.experiments.bench.timing import Runtime, copy_probe, interleaved
 
 GREEDY_VS_TRANSFORMERS = Target(3.0)
 

@@ -7,7 +7,7 @@ current size through ``/proc/self/clear_refs`` at the start (``getrusage``'s max
 ``torch.cuda.max_memory_allocated`` over the same span. tracemalloc would miss both, since it
 does not see tensor storage.
 
-    python -m experiments.bench.memory gpt-cpu transformers --device cpu --threads 2   # prints bytes
+    python -m anyformer.experiments.bench.memory gpt-cpu transformers --device cpu --threads 2   # prints bytes
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from experiments.bench.peers import GPT_PEERS, VIT_PEERS
-from experiments.bench.report import Row
-from experiments.bench.shapes import GPT_SHAPES, VIT_SHAPES, GPTShape, ViTShape
-from experiments.bench.timing import Runtime
-from experiments.bench.train import gpt_batch, train_step, vit_batch
+from anyformer.experiments.bench.peers import GPT_PEERS, VIT_PEERS
+from anyformer.experiments.bench.report import Row
+from anyformer.experiments.bench.shapes import GPT_SHAPES, VIT_SHAPES, GPTShape, ViTShape
+from anyformer.experiments.bench.timing import Runtime
+from anyformer.experiments.bench.train import gpt_batch, train_step, vit_batch
 
 MIB = 2**20
 
@@ -100,7 +100,7 @@ def measure_here(shape_name: str, peer: str, runtime: Runtime) -> int:
 def measure_in_subprocess(shape_name: str, peer: str, runtime: Runtime) -> int:
     """Peak bytes of ``peer``'s training step, measured by a fresh interpreter."""
     command = [
-        sys.executable, "-m", "experiments.bench.memory", shape_name, peer,
+        sys.executable, "-m", "anyformer.experiments.bench.memory", shape_name, peer,
         "--device", runtime.device, "--threads", str(runtime.threads),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(runtime.threads)}

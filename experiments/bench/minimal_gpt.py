@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.bench.shapes import GPTShape
+from anyformer.experiments.bench.shapes import GPTShape
 
 
 class Block(nn.Module):

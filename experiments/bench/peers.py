@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from core import TransformerConfig
-from experiments.bench.minimal_gpt import MinimalGPT
-from experiments.bench.shapes import GPTShape, ViTShape
+from anyformer.core import TransformerConfig
+from anyformer.experiments.bench.minimal_gpt import MinimalGPT
+from anyformer.experiments.bench.shapes import GPTShape, ViTShape
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Contender:
 
 
 def anyformer_gpt(shape: GPTShape) -> Contender:
-    from text.gpt import GPT, GPTConfig
+    from anyformer.text.gpt.gpt import GPT, GPTConfig
 
     transformer = TransformerConfig(
         dim=shape.dim, n_layers=shape.n_layers, n_heads=shape.n_heads, max_seq_len=shape.context,
@@ -72,7 +72,7 @@ def minimal_gpt(shape: GPTShape) -> Contender:
 
 
 def anyformer_vit(shape: ViTShape) -> Contender:
-    from vision.vit import ViT, ViTConfig
+    from anyformer.vision.vit import ViT, ViTConfig
 
     transformer = TransformerConfig(
         dim=shape.dim, n_layers=shape.depth, n_heads=shape.n_heads, position="none", norm_eps=1e-6,

@@ -1,4 +1,4 @@
-"""The cases ``python -m experiments.bench --profile`` profiles, and the markdown it writes.
+"""The cases ``python -m anyformer.experiments.bench --profile`` profiles, and the markdown it writes.
 
 Training: one optimizer step (the benchmark's ``train_step``) of anyformer and the peers whose
 targets it is measured against. Decoding: one greedy token at batch 1 as each library's own
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core.decoding import GenerationConfig, stream_tokens
-from experiments.bench.generation import transformers_fn
-from experiments.bench.peers import GPT_PEERS, VIT_PEERS, anyformer_gpt, transformers_gpt2
-from experiments.bench.profiling import GROUPS, Driver, StepProfile, group_of, profile_steps, what_dominates
-from experiments.bench.shapes import GENERATION_SHAPES, GPT_SHAPES, VIT_SHAPES, GenerationShape
-from experiments.bench.timing import Runtime
-from experiments.bench.train import gpt_batch, train_step, vit_batch
+from anyformer.core.decoding import GenerationConfig, stream_tokens
+from anyformer.experiments.bench.generation import transformers_fn
+from anyformer.experiments.bench.peers import GPT_PEERS, VIT_PEERS, anyformer_gpt, transformers_gpt2
+from anyformer.experiments.bench.profiling import GROUPS, Driver, StepProfile, group_of, profile_steps, what_dominates
+from anyformer.experiments.bench.shapes import GENERATION_SHAPES, GPT_SHAPES, VIT_SHAPES, GenerationShape
+from anyformer.experiments.bench.timing import Runtime
+from anyformer.experiments.bench.train import gpt_batch, train_step, vit_batch
 
 PROFILED_GPT_PEERS = ("anyformer", "transformers", "minimal")  # those with an unmet training target
 TRAIN_SKIP = 2  # unprofiled steps first: the first one allocates AdamW's state

@@ -33,7 +33,7 @@ _MATMUL_PREFIXES = (
     "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv", "aten::linear",
     "aten::matmul", "aten::scaled_dot_product", "aten::_scaled_dot_product", "aten::_flash_attention",
     "aten::_efficient_attention", "aten::conv", "aten::_conv", "aten::mkldnn_convolution",
-    "mkldnn::_linear_pointwise",  # core.linear.Linear's fp32 CPU GEMMs
+    "mkldnn::_linear_pointwise",  # anyformer.core.linear.Linear's fp32 CPU GEMMs
 )  # fmt: skip
 _LAYOUT_OPS = frozenset(
     f"aten::{name}"

@@ -62,5 +62,5 @@ GPU_ONLY_SHAPES = ("gpt2-124m",)
 
 
 def default_shapes(device: str) -> tuple[str, ...]:
-    """What a plain ``python -m experiments.bench --device DEVICE`` measures."""
+    """What a plain ``python -m anyformer.experiments.bench --device DEVICE`` measures."""
     return ALL_SHAPES if device == "cuda" else tuple(name for name in ALL_SHAPES if name not in GPU_ONLY_SHAPES)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.linear import ONEDNN_AVAILABLE, onednn_matmul_t
+from anyformer.core.linear import ONEDNN_AVAILABLE, onednn_matmul_t
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def matmul_probes(runtime: Runtime, size: int) -> tuple[dict[str, Callable[[], o
     """Large (size x size) @ (size x size) matmuls at ``runtime.dtype``, by name, and their FLOPs:
     timed beside the training steps, the fastest is the MFU denominator for the same minutes of the
     machine. On the CPU both of torch's fp32 GEMM libraries are measured, ``torch.mm`` (MKL) and
-    oneDNN (what ``core.linear.Linear`` calls): the machine's limit is the faster one, and on AMD
+    oneDNN (what ``anyformer.core.linear.Linear`` calls): the machine's limit is the faster one, and on AMD
     CPUs that is not MKL."""
     a = torch.randn(size, size, device=runtime.device, dtype=runtime.dtype)
     b = torch.randn(size, size, device=runtime.device, dtype=runtime.dtype)

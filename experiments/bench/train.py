@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.bench.peers import GPT_PEERS, VIT_PEERS, Contender
-from experiments.bench.report import Row, Target
-from experiments.bench.shapes import GPTShape, ViTShape
-from experiments.bench.timing import Runtime, interleaved, matmul_probes
+from anyformer.experiments.bench.peers import GPT_PEERS, VIT_PEERS, Contender
+from anyformer.experiments.bench.report import Row, Target
+from anyformer.experiments.bench.shapes import GPTShape, ViTShape
+from anyformer.experiments.bench.timing import Runtime, interleaved, matmul_probes
 
 TRAIN_VS_TRANSFORMERS = Target(1.3)
 TRAIN_VS_PLAIN = Target(1.0)  # x-transformers and the minimal GPT: >= 1.0 against both is >= the faster

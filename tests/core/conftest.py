@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from core import Decoder, TransformerConfig
+from anyformer.core import Decoder, TransformerConfig
 
 
 class TinyLM(nn.Module):
-    """The smallest causal model core.decoding accepts: embedding -> Decoder -> tied head."""
+    """The smallest causal model anyformer.core.decoding accepts: embedding -> Decoder -> tied head."""
 
     def __init__(self, vocab_size: int = 23, **overrides) -> None:
         super().__init__()

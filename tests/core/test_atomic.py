@@ -1,4 +1,4 @@
-"""core.atomic: complete files or none, with the permissions ``open()`` would give."""
+"""anyformer.core.train.atomic: complete files or none, with the permissions ``open()`` would give."""
 
 import os
 import stat
@@ -6,8 +6,8 @@ import stat
 import numpy as np
 import pytest
 
-import core.atomic
-from core.atomic import atomic_open, atomic_write_text
+import anyformer.core.train.atomic
+from anyformer.core.train.atomic import atomic_open, atomic_write_text
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_a_failure_on_the_way_leaves_the_old_file_and_no_temporary(tmp_path, mon
     def crash(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(core.atomic.os, "fsync", crash)
+    monkeypatch.setattr(anyformer.core.train.atomic.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"

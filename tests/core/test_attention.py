@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import MultiHeadAttention, TransformerConfig, causal_mask, merge_masks, padding_mask
-from core.masks import lengths_to_keep
+from anyformer.core import MultiHeadAttention, TransformerConfig, causal_mask, merge_masks, padding_mask
+from anyformer.core.masks import lengths_to_keep
 
 D, H = 32, 4
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core.cache import KVCache
+from anyformer.core.cache import KVCache
 
 
 def _kv(batch, length, seed):
@@ -57,7 +57,7 @@ def test_reorder_to_fewer_rows_shrinks_the_batch():
 
 
 def test_cache_made_under_autocast_holds_the_autocast_dtype_and_decodes_like_the_full_pass():
-    from core import Decoder, TransformerConfig
+    from anyformer.core import Decoder, TransformerConfig
 
     torch.manual_seed(0)
     decoder = Decoder(TransformerConfig(dim=16, n_layers=2, n_heads=2, max_seq_len=8, position="learned")).eval()

@@ -1,9 +1,9 @@
-"""core.checks: the per-call input checks of the models."""
+"""anyformer.core.checks: the per-call input checks of the models."""
 
 import pytest
 import torch
 
-from core.checks import check_index_range
+from anyformer.core.checks import check_index_range
 
 
 def test_in_range_ids_and_empty_tensors_pass():

@@ -1,4 +1,4 @@
-"""core.classifier.ClassifierModule against formulas: split accuracy over uneven batches, label
+"""anyformer.core.train.classifier.ClassifierModule against formulas: split accuracy over uneven batches, label
 smoothing in the training loss only, soft (mixup) labels, class names, the test split."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.classifier import ClassifierModule
+from anyformer.core.train.classifier import ClassifierModule
 
 
 @dataclass

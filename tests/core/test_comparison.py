@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.comparison import EvalSpec, RunSpec, all_comparisons, load_comparison, same_command
-from core.config import TransformerConfig
-from core.errors import UsageError
-from core.tasks import TASKS, TOOLS
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.tasks import TASKS, TOOLS
+from anyformer.core.config import TransformerConfig
+from anyformer.experiments.comparison import EvalSpec, RunSpec, all_comparisons, load_comparison, same_command
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 from torch import nn
 
-from core import TransformerConfig
-from core.stack import Encoder
+from anyformer.core import TransformerConfig
+from anyformer.core.stack import Encoder
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core.decoding import GenerationConfig, beam_search, filter_top_p, generate, stream_tokens
+from anyformer.core.decoding import GenerationConfig, beam_search, filter_top_p, generate, stream_tokens
 
 PROMPT = torch.tensor([[3, 7, 1, 4]])
 

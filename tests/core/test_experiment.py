@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import experiment, report
-from core.comparison import load_comparison
-from core.errors import UsageError
-from core.run_record import read_record, write_record
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.train.run_record import read_record, write_record
+from anyformer.experiments import report
+from anyformer.experiments import runner as experiment
+from anyformer.experiments.comparison import load_comparison
 from tests.helpers import read_metrics
 
 

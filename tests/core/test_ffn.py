@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from core import TransformerConfig
-from core.ffn import MLP, MixtureOfExperts, SwiGLU
+from anyformer.core import TransformerConfig
+from anyformer.core.ffn import MLP, MixtureOfExperts, SwiGLU
 
 
 def _cfg(**overrides):

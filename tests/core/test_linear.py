@@ -1,4 +1,4 @@
-"""core.linear.Linear against torch's own nn.Linear: same parameters, same results and gradients
+"""anyformer.core.linear.Linear against torch's own nn.Linear: same parameters, same results and gradients
 to fp32 rounding, eager and compiled, and the oneDNN kernel really is the one that runs."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from core.linear import ONEDNN_AVAILABLE, ONEDNN_MIN_MACS, ONEDNN_MIN_WEIGHT, Linear, uses_onednn
+from anyformer.core.linear import ONEDNN_AVAILABLE, ONEDNN_MIN_MACS, ONEDNN_MIN_WEIGHT, Linear, uses_onednn
 
 needs_onednn = pytest.mark.skipif(not ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
 IN, OUT = 256, 512  # a weight of ONEDNN_MIN_WEIGHT entries: oneDNN at any batch
@@ -118,9 +118,9 @@ def test_empty_products_match_nn_linear(in_features, rows):
 
 def test_without_onednn_it_is_exactly_nn_linear(monkeypatch):
     """A torch without the operator (or with a renamed one) trains on MKL, not an error."""
-    import core.linear
+    import anyformer.core.linear
 
-    monkeypatch.setattr(core.linear, "ONEDNN_AVAILABLE", False)
+    monkeypatch.setattr(anyformer.core.linear, "ONEDNN_AVAILABLE", False)
     ours, reference = twins()
     x = torch.randn(4, IN)
     assert linear_pointwise_calls(lambda: ours(x).sum().backward()) == 0
@@ -154,12 +154,12 @@ def test_compiled_graph_keeps_the_onednn_operator_whole_and_matches_eager():
 
 
 def transformer_models() -> dict[str, nn.Module]:
-    from rl.dt import DecisionTransformer, DTConfig
-    from speech.model import SpeechConfig, SpeechTransformer
-    from text.bert import BertConfig, BertForClassification, BertForPretraining
-    from text.gpt import GPT, GPTConfig
-    from text.seq2seq import Seq2Seq, Seq2SeqConfig
-    from vision.vit import ViT, ViTConfig
+    from anyformer.rl.dt import DecisionTransformer, DTConfig
+    from anyformer.speech.model import SpeechConfig, SpeechTransformer
+    from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining
+    from anyformer.text.gpt.gpt import GPT, GPTConfig
+    from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig
+    from anyformer.vision.vit import ViT, ViTConfig
 
     return {
         "gpt": GPT(GPTConfig()),

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from core.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
+from anyformer.core.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
 
 
 def test_sinusoidal_matches_closed_formula():

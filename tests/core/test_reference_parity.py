@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import Decoder, Encoder, TransformerConfig, padding_mask
+from anyformer.core import Decoder, Encoder, TransformerConfig, padding_mask
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import run_record
-from core.report import MISSING, RESULTS_FILE, main
+from anyformer.core.train import run_record
+from anyformer.experiments.report import MISSING, RESULTS_FILE, main
 
 MACHINE = {"platform": "Linux-x", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": None,
            "torch": "2.0", "python": "3.11"}  # fmt: skip

@@ -13,9 +13,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.callbacks import RunRecord, WallClock
-from core.errors import UsageError
-from core.run_record import config_paths, evaluation_dir, read_record, record_evaluation, write_record
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.train.callbacks import RunRecord, WallClock
+from anyformer.core.train.run_record import config_paths, evaluation_dir, read_record, record_evaluation, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 ARGV = ["anyformer", "toy", "fit", "--config", "experiments/toy.yaml", "--run-name", "toy"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from core import Decoder, Encoder, EncoderDecoder, TransformerConfig, padding_mask
-from core.attention import AttentionMaps
-from core.masks import lengths_to_keep
+from anyformer.core import Decoder, Encoder, EncoderDecoder, TransformerConfig, padding_mask
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.masks import lengths_to_keep
 
 POSITIONS = ["none", "sinusoidal", "learned", "rope"]
 

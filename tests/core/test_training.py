@@ -8,8 +8,8 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core import TransformerConfig
-from core.training import (
+from anyformer.core import TransformerConfig
+from anyformer.core.train.base import (
     AtomicCheckpointIO,
     OptimConfig,
     TaskModule,
@@ -42,7 +42,7 @@ def _group_names(module: nn.Module) -> tuple[set[str], set[str]]:
 
 
 def _vit_config():
-    from vision.vit import ViTConfig
+    from anyformer.vision.vit import ViTConfig
 
     return ViTConfig(
         image_size=8, patch_size=4, transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, position="none")
@@ -51,8 +51,8 @@ def _vit_config():
 
 def test_no_weight_decay_of_a_submodule_reaches_param_groups_with_its_prefix():
     """The ViT lists its [CLS] token and position table; wrappers that forward nothing still see them."""
-    from vision.task import ViTModule
-    from vision.vit import ViT
+    from anyformer.vision.vit import ViT
+    from anyformer.vision.vit_task import ViTModule
 
     assert not hasattr(ViTModule, "no_weight_decay")  # no forwarding code
     for module, prefix in [
@@ -66,7 +66,7 @@ def test_no_weight_decay_of_a_submodule_reaches_param_groups_with_its_prefix():
 
 
 def test_gpt_decays_exactly_its_linear_matrices_and_the_tied_embedding_once():
-    from text.gpt import GPTConfig, GPTModule
+    from anyformer.text.gpt.gpt import GPTConfig, GPTModule
 
     module = GPTModule(GPTConfig(vocab_size=40, transformer=TransformerConfig(dim=16, n_layers=2, n_heads=2)))
     decayed, kept = _group_names(module)
@@ -102,7 +102,7 @@ def test_warmup_cosine_schedule_shape():
 def test_dataclass_from_dict_rebuilds_nested_configs():
     from dataclasses import asdict
 
-    from text.gpt import GPTConfig
+    from anyformer.text.gpt.gpt import GPTConfig
 
     config = GPTConfig(vocab_size=77, transformer=TransformerConfig(dim=48, n_heads=6, position="rope"))
     assert dataclass_from_dict(GPTConfig, asdict(config)) == config
@@ -127,7 +127,7 @@ def test_atomic_checkpoint_io_never_leaves_a_truncated_file(tmp_path, monkeypatc
 
 def test_init_scales_residual_projections():
     torch.manual_seed(0)
-    from core.init import init_weights
+    from anyformer.core.init import init_weights
 
     model = TinyLM(dim=256, n_layers=8, n_heads=4)
     init_weights(model, n_layers=8, std=0.02)
@@ -174,7 +174,7 @@ def test_task_module_keeps_what_the_data_module_gives_and_logs_its_size(tmp_path
 
 
 def test_compile_callback_needs_the_network_in_model():
-    from core.callbacks import CompileModel
+    from anyformer.core.train.callbacks import CompileModel
 
     class NoNetwork(pl.LightningModule):
         pass

@@ -8,14 +8,14 @@ import math
 
 import pytest
 
-from experiments.bench.__main__ import main, parse_args
-from experiments.bench.generation import generation_rows, weight_bytes_per_token
-from experiments.bench.memory import measure_in_subprocess
-from experiments.bench.peers import GPT_PEERS, anyformer_gpt
-from experiments.bench.report import COLUMNS, Row, Target, render_markdown, render_text
-from experiments.bench.shapes import GenerationShape, GPTShape, ViTShape
-from experiments.bench.timing import Runtime, interleaved
-from experiments.bench.train import gpt_flops_per_token, vit_train_rows
+from anyformer.experiments.bench.__main__ import main, parse_args
+from anyformer.experiments.bench.generation import generation_rows, weight_bytes_per_token
+from anyformer.experiments.bench.memory import measure_in_subprocess
+from anyformer.experiments.bench.peers import GPT_PEERS, anyformer_gpt
+from anyformer.experiments.bench.report import COLUMNS, Row, Target, render_markdown, render_text
+from anyformer.experiments.bench.shapes import GenerationShape, GPTShape, ViTShape
+from anyformer.experiments.bench.timing import Runtime, interleaved
+from anyformer.experiments.bench.train import gpt_flops_per_token, vit_train_rows
 
 TINY = GPTShape(batch=2, context=8, n_layers=2, n_heads=2, dim=16, vocab=11)
 

@@ -1,4 +1,4 @@
-"""``python -m experiments.bench --profile``: operator events -> grouped shares, the step
+"""``python -m anyformer.experiments.bench --profile``: operator events -> grouped shares, the step
 boundaries of the profiler's schedule, and one run of the CLI at its smallest setting.
 
 No time is asserted, only sums of given numbers and operator counts, which are exact.
@@ -7,9 +7,9 @@ No time is asserted, only sums of given numbers and operator counts, which are e
 import pytest
 import torch
 
-from experiments.bench.__main__ import main, parse_args
-from experiments.bench.profile_cases import decode_case
-from experiments.bench.profiling import (
+from anyformer.experiments.bench.__main__ import main, parse_args
+from anyformer.experiments.bench.profile_cases import decode_case
+from anyformer.experiments.bench.profiling import (
     AUTOGRAD,
     GROUPS,
     LAYOUT,
@@ -24,8 +24,8 @@ from experiments.bench.profiling import (
     profile_steps,
     what_dominates,
 )
-from experiments.bench.shapes import GenerationShape, GPTShape
-from experiments.bench.timing import Runtime
+from anyformer.experiments.bench.shapes import GenerationShape, GPTShape
+from anyformer.experiments.bench.timing import Runtime
 
 # Self CPU microseconds and calls of one training-like step: 50 in matmuls, 10 elementwise, 5 layout,
 # 5 autograd engine, 10 optimizer, 0 in a record_function label; 80 in all, 31 calls.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.training import AtomicCheckpointIO
+from anyformer.core.train.base import AtomicCheckpointIO
 
 
 def _save_half_then_hang(path: Path, half_written: multiprocessing.synchronize.Event) -> None:

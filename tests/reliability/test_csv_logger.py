@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from core.csv_logger import ResumableCSVLogger
+from anyformer.core.train.csv_logger import ResumableCSVLogger
 
 
 def rows(folder: Path) -> list[tuple[int, float, float | None]]:

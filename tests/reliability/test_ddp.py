@@ -2,7 +2,7 @@
 one process with the doubled batch.
 
 Rank r trains on the r-th half of the windows that one process with batch 2B draws for the same
-step (``text.data.WindowSampler``), DDP averages the two half-batch gradients into the full-batch
+step (``anyformer.text.gpt.data.WindowSampler``), DDP averages the two half-batch gradients into the full-batch
 mean, and logged values are averaged over ranks (``TaskModule.log`` syncs them). So both runs do
 the same arithmetic; only the order of float32 sums differs (an all-reduce of two partial
 gradients against one sum), about 1e-7 relative per step, which Adam carries but does not blow up

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from core.checkpoint import load_task
+from anyformer.core.train.checkpoint import load_task
+from anyformer.text.gpt.gpt import GPTConfig, GPTModule
 from tests.reliability.tiny_gpt import DtypeProbe, GradientProbe, fit, fit_args, read_rows, weights, write_corpus
-from text.gpt import GPTConfig, GPTModule
 
 
 @pytest.fixture

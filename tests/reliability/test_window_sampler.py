@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from text.data import TextDataModule, WindowSampler
+from anyformer.text.gpt.data import TextDataModule, WindowSampler
 
 N_WINDOWS, BATCH, EPOCH = 1000, 4, 6
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
-from core.cli import main as cli_main
-from text.corpus import load_corpus
+from anyformer.core.cli.main import main as cli_main
+from anyformer.text.corpus import load_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "experiments" / "text" / "gpt_demo.yaml"
@@ -80,13 +80,13 @@ def fit(args: list[str]) -> int:
 
 
 def subprocess_env() -> dict[str, str]:
-    """Environment of a child ``python -m core.cli``: one BLAS thread, ``tests`` importable."""
+    """Environment of a child ``python -m anyformer.core.cli.main``: one BLAS thread, ``tests`` importable."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 
 def cli_command(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "core.cli", *args]
+    return [sys.executable, "-m", "anyformer.core.cli.main", *args]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from rl.collect import collect, main
-from rl.envs import MINATAR_MAX_EPISODE_STEPS, env_spec_summary, make_env
-from rl.experts import MIXTURE, PolicySpec, plan_episodes
-from rl.trajectories import ARRAY_FIELDS, load_trajectories
+from anyformer.rl.collect import collect, main
+from anyformer.rl.envs import MINATAR_MAX_EPISODE_STEPS, env_spec_summary, make_env
+from anyformer.rl.experts import MIXTURE, PolicySpec, plan_episodes
+from anyformer.rl.trajectories import ARRAY_FIELDS, load_trajectories
 
 
 def test_unknown_env_id_names_the_id_and_the_supported_families():
@@ -134,7 +134,7 @@ def test_cli_write_failure_exits_with_status_1(tmp_path, monkeypatch, capsys):
     def disk_full(path, trajectories):
         raise OSError("disk full")
 
-    monkeypatch.setattr("rl.collect.save_trajectories", disk_full)
+    monkeypatch.setattr("anyformer.rl.collect.save_trajectories", disk_full)
     argv = ["--env", "CartPole-v1", "--policy", "random", "--episodes", "1", "--out", str(tmp_path / "x.npz")]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -143,9 +143,9 @@ def test_cli_write_failure_exits_with_status_1(tmp_path, monkeypatch, capsys):
 
 
 def test_medium_policies_score_between_random_and_expert_and_disagree_with_the_expert():
-    # What makes them "medium" (see rl.experts): returns well above random but far below the
+    # What makes them "medium" (see anyformer.rl.experts): returns well above random but far below the
     # expert's, from actions that differ from the expert's systematically, not at random.
-    from rl.experts import breakout_expert, breakout_medium
+    from anyformer.rl.experts import breakout_expert, breakout_medium
 
     cartpole = collect("CartPole-v1", "medium", episodes=5, seed=0).returns
     assert 100 < cartpole.mean() < 300
@@ -159,7 +159,7 @@ def test_medium_policies_score_between_random_and_expert_and_disagree_with_the_e
 
 
 def test_medium_policy_of_an_env_without_one_is_a_clear_error():
-    from rl.experts import MEDIUMS, PolicySpec, build_policy
+    from anyformer.rl.experts import MEDIUMS, PolicySpec, build_policy
 
     with pytest.raises(ValueError, match=r"no medium policy for 'Acrobot-v1'.*medium policies exist"):
         build_policy(PolicySpec("medium"), "Acrobot-v1", make_env("Acrobot-v1").action_space)

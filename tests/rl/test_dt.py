@@ -3,11 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.config import TransformerConfig
-from rl.data import TrajectoryWindows
-from rl.dt import DecisionTransformer, DTConfig
-from rl.tokenizer import TrajectoryTokenizer
-from rl.trajectories import Trajectories, returns_to_go
+from anyformer.core.config import TransformerConfig
+from anyformer.rl.data import TrajectoryWindows
+from anyformer.rl.dt import DecisionTransformer, DTConfig
+from anyformer.rl.tokenizer import TrajectoryTokenizer
+from anyformer.rl.trajectories import Trajectories, returns_to_go
 
 K = 5
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rl.data import TrajectoryDataModule, TrajectoryWindows
-from rl.trajectories import Trajectories, returns_to_go, save_trajectories
+from anyformer.rl.data import TrajectoryDataModule, TrajectoryWindows
+from anyformer.rl.trajectories import Trajectories, returns_to_go, save_trajectories
 
 
 def make_dataset(lengths=(6, 3, 8, 5), obs_shape=(2,), env_id="Test-v0", seed=0) -> Trajectories:

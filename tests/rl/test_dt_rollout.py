@@ -9,16 +9,16 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from core.checkpoint import load_task
-from core.cli import main as anyformer
-from core.config import TransformerConfig
-from core.run_record import read_record
-from core.training import FORMAT_VERSION
-from rl.collect import collect
-from rl.dt import DTConfig
-from rl.rollout import PALETTE, EpisodeHistory, frame_strip, main, render_frame, return_metrics, rollout
-from rl.task import DTModule
-from rl.trajectories import save_trajectories
+from anyformer.core.cli.main import main as anyformer
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.base import FORMAT_VERSION
+from anyformer.core.train.checkpoint import load_task
+from anyformer.core.train.run_record import read_record
+from anyformer.rl.collect import collect
+from anyformer.rl.dt import DTConfig
+from anyformer.rl.dt_task import DTModule
+from anyformer.rl.rollout import PALETTE, EpisodeHistory, frame_strip, main, render_frame, return_metrics, rollout
+from anyformer.rl.trajectories import save_trajectories
 
 EXPERIMENTS = Path("experiments/rl")
 

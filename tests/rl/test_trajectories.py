@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rl.trajectories import (
+from anyformer.rl.trajectories import (
     ARRAY_FIELDS,
     FORMAT_NAME,
     FORMAT_VERSION,

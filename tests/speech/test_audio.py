@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speech.audio import AudioError, fit_duration, load_audio
-from speech.features import LogMelSpectrogram, SpectrogramConfig
+from anyformer.speech.audio import AudioError, fit_duration, load_audio
+from anyformer.speech.features import LogMelSpectrogram, SpectrogramConfig
 
 RATE = 8000
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from speech.augment import (
+from anyformer.speech.augment import (
     SpecAugment,
     SpecAugmentConfig,
     WaveAugment,

@@ -5,10 +5,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from speech import synth
-from speech.augment import WaveAugment, WaveAugmentConfig
-from speech.data import ClipDataset, SpeechDataModule, split_indices
-from speech.sources import FSDD_ROOT, ClipSet
+from anyformer.speech import synth
+from anyformer.speech.augment import WaveAugment, WaveAugmentConfig
+from anyformer.speech.data import ClipDataset, SpeechDataModule, split_indices
+from anyformer.speech.sources import FSDD_ROOT, ClipSet
 
 needs_fsdd = pytest.mark.skipif(
     not FSDD_ROOT.is_dir(), reason=f"FSDD recordings not found at {FSDD_ROOT} (tests run from the repo root)"

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from speech.features import LogMelSpectrogram, SpectrogramConfig, fit_normalization
+from anyformer.speech.features import LogMelSpectrogram, SpectrogramConfig, fit_normalization
 
 
 def chirps_with_noise(batch: int, n_samples: int, rate: int) -> torch.Tensor:

@@ -3,13 +3,13 @@ import dataclasses
 import pytest
 import torch
 
-from core.config import TransformerConfig
-from core.training import param_groups
-from speech.cnn import SpeechCNN, SpeechCNNConfig
-from speech.features import LogMelSpectrogram, SpectrogramConfig
-from speech.front_end import SpeechFrontEnd
-from speech.model import SpeechConfig, SpeechTransformer
-from speech.task import SpeechCNNModule, SpeechModule
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.base import param_groups
+from anyformer.speech.cnn import SpeechCNN, SpeechCNNConfig
+from anyformer.speech.features import LogMelSpectrogram, SpectrogramConfig
+from anyformer.speech.front_end import SpeechFrontEnd
+from anyformer.speech.model import SpeechConfig, SpeechTransformer
+from anyformer.speech.speech_task import SpeechCNNModule, SpeechModule
 
 SPECTROGRAM = SpectrogramConfig(n_mels=32, duration_s=0.5, normalize=True, mean=-8.0, std=5.0)  # 32 x 51
 

@@ -3,9 +3,9 @@ from collections import Counter
 import pytest
 import torch
 
-from speech import synth
-from speech.espeak import EspeakError, Utterance, render
-from speech.synth import DIGIT_WORDS, plan_digits, synthesize_digits
+from anyformer.speech import synth
+from anyformer.speech.espeak import EspeakError, Utterance, render
+from anyformer.speech.synth import DIGIT_WORDS, plan_digits, synthesize_digits
 
 
 def test_synthetic_set_is_deterministic_for_a_seed_and_balanced():

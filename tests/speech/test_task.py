@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.checkpoint import load_task, read_checkpoint
-from core.cli import main as cli_main
-from core.config import TransformerConfig
-from speech.audio import AudioError, fit_duration
-from speech.classify_audio import classify_audio, classify_audio_files, cls_attention
-from speech.cnn import SpeechCNNConfig
-from speech.data import SpeechDataModule
-from speech.model import SpeechConfig
-from speech.synth import DIGIT_WORDS
-from speech.task import SpeechCNNModule, SpeechModule
-from vision.classify import main as classify_main
+from anyformer.core.cli.main import main as cli_main
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.checkpoint import load_task, read_checkpoint
+from anyformer.speech.audio import AudioError, fit_duration
+from anyformer.speech.classify import classify_audio, classify_audio_files, cls_attention
+from anyformer.speech.cnn import SpeechCNNConfig
+from anyformer.speech.data import SpeechDataModule
+from anyformer.speech.model import SpeechConfig
+from anyformer.speech.speech_task import SpeechCNNModule, SpeechModule
+from anyformer.speech.synth import DIGIT_WORDS
+from anyformer.vision.classify import main as classify_main
 
 EXPERIMENTS = sorted(Path("experiments/speech").glob("*.yaml"))
 RATE = 8000

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speech.tokenizer import SpectrogramTokenizer, grid_length, patch_grid
+from anyformer.speech.tokenizer import SpectrogramTokenizer, grid_length, patch_grid
 
 
 def windows_covering(length: int, patch: int, stride: int) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from text.bert_data import (
+from anyformer.text.bert.data import (
     IGNORE_INDEX,
     IS_NEXT,
     NOT_NEXT,
@@ -23,7 +23,7 @@ from text.bert_data import (
     split_documents,
     truncate_pair,
 )
-from text.tokenizers import BPETokenizer, CharTokenizer
+from anyformer.text.tokenizer import BPETokenizer, CharTokenizer
 
 SST2 = Path("../shared/data/sst2")
 MASK_ID, N_SPECIAL, VOCAB = 4, 6, 1000

@@ -6,9 +6,9 @@ import torch
 from jsonargparse import ArgumentParser
 from torch import nn
 
-from core import TransformerConfig
-from core.training import param_groups
-from text.bert import BertConfig, BertForClassification, BertForPretraining, BertModel
+from anyformer.core import TransformerConfig
+from anyformer.core.train.base import param_groups
+from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining, BertModel
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_task
-from core.cli import main as cli_main
+from anyformer.core.cli.main import main as cli_main
+from anyformer.core.train.checkpoint import CheckpointError, load_task
+from anyformer.text.bert.bert import BertConfig
+from anyformer.text.bert.bert_task import BertClassifierModule, _architecture_mismatches
+from anyformer.text.bert.data import TextClassificationDataModule
+from anyformer.text.classify import classify_text, classify_text_args
 from tests.helpers import read_metrics, run_cli
-from text.bert import BertConfig
-from text.bert_data import TextClassificationDataModule
-from text.bert_task import BertClassifierModule, _architecture_mismatches
-from text.classify_text import classify_text, classify_text_args
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments" / "text"
@@ -112,7 +112,7 @@ def test_long_or_odd_sentences_warn_and_are_cropped_from_the_right(runs, caplog)
     _, _, finetuned = runs
     module = load_task(finetuned / "checkpoints" / "last.ckpt", tasks=("bert-classify",))
     head = "the film was great and the cast was great too " * 10
-    with caplog.at_level(logging.WARNING, logger="text.classify_text"):
+    with caplog.at_level(logging.WARNING, logger="anyformer.text.classify"):
         ranked = classify_text(module, [head + "awful " * 50, head + "dull boring " * 80, "odd \ud800 text \x00 ☃"], 2)
     assert ranked[0] == ranked[1]  # only the first max_seq_len tokens count
     assert sum("cropped from the right" in r.message for r in caplog.records) == 2

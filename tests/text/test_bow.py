@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_task, read_checkpoint
-from core.cli import main as cli_main
+from anyformer.core.cli.main import main as cli_main
+from anyformer.core.train.checkpoint import load_task, read_checkpoint
+from anyformer.text.baselines.bow import BagOfWordsClassifier, BagOfWordsConfig, BagOfWordsModule, bigram_ids
+from anyformer.text.bert.data import read_table
+from anyformer.text.classify import classify_text
+from anyformer.vision.classify import main as classify_main
 from tests.helpers import read_metrics, run_cli
-from text.bert_data import read_table
-from text.bow import BagOfWordsClassifier, BagOfWordsConfig, BagOfWordsModule, bigram_ids
-from text.classify_text import classify_text
-from vision.classify import main as classify_main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "experiments" / "text" / "bow_sst2.yaml"

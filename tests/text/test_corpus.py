@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from text.corpus import DOCUMENT_SEPARATOR, TINYSHAKESPEARE_URL, load_corpus
+from anyformer.text.corpus import DOCUMENT_SEPARATOR, TINYSHAKESPEARE_URL, load_corpus
 
 SHARED_TINYSHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from text.corpus import load_corpus
-from text.data import TextDataModule, TokenWindows
-from text.tokenizers import DEFAULT_SPECIALS, BPETokenizer, CharTokenizer
+from anyformer.text.corpus import load_corpus
+from anyformer.text.gpt.data import TextDataModule, TokenWindows
+from anyformer.text.tokenizer import DEFAULT_SPECIALS, BPETokenizer, CharTokenizer
 
 SHARED_TINYSHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
 CONTEXT_LEN = 16

@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from core.checkpoint import load_task
-from core.config import TransformerConfig
-from core.decoding import GenerationConfig, generate
-from core.errors import UsageError
-from core.run_record import read_record
-from tests.helpers import run_cli
-from text.data import TextDataModule
-from text.decode_eval import (
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.config import TransformerConfig
+from anyformer.core.decoding import GenerationConfig, generate
+from anyformer.core.train.checkpoint import load_task
+from anyformer.core.train.run_record import read_record
+from anyformer.text.gpt.data import TextDataModule
+from anyformer.text.gpt.decode_eval import (
     continuation_nll,
     cut_prompts,
     decoding_metrics,
@@ -24,7 +23,8 @@ from text.decode_eval import (
     repetition_rate,
     validation_text,
 )
-from text.gpt import GPT, GPTConfig
+from anyformer.text.gpt.gpt import GPT, GPTConfig
+from tests.helpers import run_cli
 
 
 def test_distinct_n_counts_unique_ngrams_over_all_continuations_never_across_them():

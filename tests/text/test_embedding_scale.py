@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from core.config import TransformerConfig
-from core.positions import sinusoidal_table
-from text.gpt import GPT, GPTConfig
-from text.seq2seq import Seq2Seq, Seq2SeqConfig
+from anyformer.core.config import TransformerConfig
+from anyformer.core.positions import sinusoidal_table
+from anyformer.text.gpt.gpt import GPT, GPTConfig
+from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig
 
 DIM = 64
 

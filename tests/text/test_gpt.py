@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_task
-from core.decoding import GenerationConfig, generate
+from anyformer.core.decoding import GenerationConfig, generate
+from anyformer.core.train.checkpoint import CheckpointError, load_task
 from tests.helpers import read_metrics, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_checkpoint_alone_generates(trained_checkpoint):
 
 def test_generate_command_streams_text(trained_checkpoint):
     ckpt = trained_checkpoint / "checkpoints" / "last.ckpt"
-    cmd = [sys.executable, "-m", "core.cli", "generate", "--ckpt", str(ckpt), "--prompt", "To be",
+    cmd = [sys.executable, "-m", "anyformer.core.cli.main", "generate", "--ckpt", str(ckpt), "--prompt", "To be",
            "--strategy", "top-k", "--top-k", "5", "--max-new-tokens", "20", "--seed", "3"]  # fmt: skip
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
@@ -72,7 +72,7 @@ def test_wrong_or_missing_checkpoint_is_a_usage_error(tmp_path):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     for path in (bogus, tmp_path / "missing.ckpt"):
-        result = subprocess.run([sys.executable, "-m", "core.cli", "generate", "--ckpt", str(path)],
+        result = subprocess.run([sys.executable, "-m", "anyformer.core.cli.main", "generate", "--ckpt", str(path)],
                                 capture_output=True, text=True, cwd=REPO)  # fmt: skip
         assert result.returncode == 2
         assert str(path) in result.stderr and "Traceback" not in result.stderr
@@ -104,8 +104,8 @@ def test_compiled_fit_matches_eager_and_writes_the_same_checkpoint(tmp_path):
 
 
 def _tiny_gpt():
-    from core import TransformerConfig
-    from text.gpt import GPT, GPTConfig
+    from anyformer.core import TransformerConfig
+    from anyformer.text.gpt.gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(vocab_size=11, transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, max_seq_len=8)))
 

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from core.checkpoint import load_task
-from core.cli import main as cli_main
-from core.config import TransformerConfig
-from core.decoding import GenerationConfig, beam_search
+from anyformer.core.cli.main import main as cli_main
+from anyformer.core.config import TransformerConfig
+from anyformer.core.decoding import GenerationConfig, beam_search
+from anyformer.core.train.checkpoint import load_task
+from anyformer.text.baselines.gru_seq2seq import ATTENTIONS, GRUSeq2Seq, GRUSeq2SeqConfig, GRUSeq2SeqModule
+from anyformer.text.seq2seq.data import IGNORE_INDEX, Collate, pad_ids, synthetic_pairs
+from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
+from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
 from tests.helpers import read_metrics, run_cli
 from tests.text.test_seq2seq_model import BOS, EOS, PAD, VOCAB, _batch, _sharpen
-from text.gru_seq2seq import ATTENTIONS, GRUSeq2Seq, GRUSeq2SeqConfig, GRUSeq2SeqModule
-from text.parallel_data import IGNORE_INDEX, Collate, pad_ids, synthetic_pairs
-from text.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
-from text.seq2seq_task import corpus_bleu
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from core.checkpoint import load_task
-from core.config import TransformerConfig
-from core.decoding import GenerationConfig, beam_search, generate
+from anyformer.core.config import TransformerConfig
+from anyformer.core.decoding import GenerationConfig, beam_search, generate
+from anyformer.core.train.checkpoint import load_task
+from anyformer.text.baselines.lstm import LSTMConfig, LSTMLanguageModel
+from anyformer.text.gpt.gpt import GPT, GPTConfig
 from tests.helpers import read_metrics, run_cli
-from text.gpt import GPT, GPTConfig
-from text.lstm import LSTMConfig, LSTMLanguageModel
 
 REPO = Path(__file__).resolve().parents[2]
 

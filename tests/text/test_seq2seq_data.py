@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from text.parallel_data import (
+from anyformer.text.seq2seq.data import (
     GLOSSARY,
     IGNORE_INDEX,
     LengthBatchSampler,

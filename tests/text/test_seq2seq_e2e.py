@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoint import load_task
-from core.cli import main as cli_main
+from anyformer.core.cli.main import main as cli_main
+from anyformer.core.train.checkpoint import load_task
+from anyformer.text.seq2seq.data import synthetic_pairs
+from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
 from tests.helpers import read_metrics, run_cli
-from text.parallel_data import synthetic_pairs
-from text.seq2seq_task import corpus_bleu
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments/text/seq2seq_demo.yaml"

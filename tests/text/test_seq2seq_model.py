@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.config import TransformerConfig
-from core.decoding import GenerationConfig, beam_search
-from core.masks import padding_mask
-from text.parallel_data import IGNORE_INDEX, Collate, pad_ids
-from text.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
-from text.seq2seq_task import Seq2SeqModule
-from text.tokenizers import CharTokenizer
+from anyformer.core.config import TransformerConfig
+from anyformer.core.decoding import GenerationConfig, beam_search
+from anyformer.core.masks import padding_mask
+from anyformer.text.seq2seq.data import IGNORE_INDEX, Collate, pad_ids
+from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
+from anyformer.text.seq2seq.seq2seq_task import Seq2SeqModule
+from anyformer.text.tokenizer import CharTokenizer
 
 BOS, EOS, PAD = 5, 0, 1
 VOCAB = 37

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import core.atomic
-from text.corpus import load_corpus
-from text.tokenizers import (
+import anyformer.core.train.atomic
+from anyformer.text.corpus import load_corpus
+from anyformer.text.tokenizer import (
     DEFAULT_SPECIALS,
     TOKENIZERS,
     BPETokenizer,
@@ -184,7 +184,7 @@ def test_failed_save_leaves_the_previous_file_untouched(
     def crash(fd: int) -> None:  # the new content is half on its way to disk
         raise OSError("disk full")
 
-    monkeypatch.setattr(core.atomic.os, "fsync", crash)
+    monkeypatch.setattr(anyformer.core.train.atomic.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         bpe.save(path)
     assert path.read_bytes() == before

@@ -10,13 +10,13 @@ import torch
 import yaml
 from PIL import Image
 
-from core.checkpoint import load_task
-from core.cli import main
-from core.training import OptimConfig, dataclass_from_dict
-from vision.classify import main as classify
-from vision.data import ImageDataModule
-from vision.task import ViTModule
-from vision.vit import ViTConfig
+from anyformer.core.cli.main import main
+from anyformer.core.train.base import OptimConfig, dataclass_from_dict
+from anyformer.core.train.checkpoint import load_task
+from anyformer.vision.classify import main as classify
+from anyformer.vision.data import ImageDataModule
+from anyformer.vision.vit import ViTConfig
+from anyformer.vision.vit_task import ViTModule
 
 CONFIGS = sorted(Path("experiments/vision").resolve().glob("vit_*.yaml"))  # cnn_*: tests/vision/test_cnn.py
 DIGITS = next(path for path in CONFIGS if path.stem == "vit_digits")

@@ -11,14 +11,14 @@ import torch
 import yaml
 from PIL import Image
 
-from core.checkpoint import load_task
-from core.cli import main
-from core.training import OptimConfig, dataclass_from_dict
+from anyformer.core.cli.main import main
+from anyformer.core.train.base import OptimConfig, dataclass_from_dict
+from anyformer.core.train.checkpoint import load_task
+from anyformer.vision.classify import main as classify
+from anyformer.vision.cnn import ImageCNN, ImageCNNConfig
+from anyformer.vision.data import ImageDataModule
+from anyformer.vision.vit_task import ImageCNNModule
 from tests.helpers import read_metrics
-from vision.classify import main as classify
-from vision.cnn import ImageCNN, ImageCNNConfig
-from vision.data import ImageDataModule
-from vision.task import ImageCNNModule
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "experiments" / "vision").glob("cnn_*.yaml"))

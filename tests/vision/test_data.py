@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vision.data import DIGITS_TEST_SIZE, ImageDataModule
+from anyformer.vision.data import DIGITS_TEST_SIZE, ImageDataModule
 
 SHARED_TORCHVISION = Path("../shared/data/torchvision")
 

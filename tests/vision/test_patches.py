@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from timm.layers import resample_abs_pos_embed
 
-from vision.patches import PatchTokenizer, patchify, resample_grid_positions, sinusoidal_grid, unpatchify
+from anyformer.vision.tokenizer import PatchTokenizer, patchify, resample_grid_positions, sinusoidal_grid, unpatchify
 
 
 def test_patchify_puts_each_patch_in_its_row_major_token() -> None:
@@ -128,7 +128,7 @@ def test_size_not_divisible_by_the_patch_is_an_error() -> None:
 def test_without_positions_a_mean_pooled_vit_cannot_tell_where_a_patch_is() -> None:
     # No positions: tokens are a set, so shuffling the patches (pixels move with their patch)
     # permutes the tokens and leaves a mean-pooled prediction unchanged; with positions it changes.
-    from vision.vit import ViT, ViTConfig
+    from anyformer.vision.vit import ViT, ViTConfig
 
     torch.manual_seed(0)
     images = torch.randn(2, 1, 12, 12)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_task
-from core.cli import main
-from vision.patches import PatchTokenizer
-from vision.stem import ConvStem
-from vision.vit import ViT, ViTConfig
+from anyformer.core.cli.main import main
+from anyformer.core.train.checkpoint import load_task
+from anyformer.vision.stem import ConvStem
+from anyformer.vision.tokenizer import PatchTokenizer
+from anyformer.vision.vit import ViT, ViTConfig
 
 FAST = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--trainer.enable_model_summary=false"]
 

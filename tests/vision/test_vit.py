@@ -6,11 +6,11 @@ import pytest
 import timm
 import torch
 
-from core.attention import AttentionMaps
-from core.config import TransformerConfig
-from core.training import param_groups
-from vision.rollout import attention_rollout, patch_relevance
-from vision.vit import ViT, ViTConfig, load_timm_state_dict, timm_config
+from anyformer.core.attention import AttentionMaps
+from anyformer.core.config import TransformerConfig
+from anyformer.core.train.base import param_groups
+from anyformer.vision.rollout import attention_rollout, patch_relevance
+from anyformer.vision.vit import ViT, ViTConfig, load_timm_state_dict, timm_config
 
 
 def tiny_config(**overrides) -> ViTConfig:

@@ -1,0 +1,180 @@
+"""The ``anyformer`` command: ``anyformer <task> fit|validate|test|predict --config FILE``
+through LightningCLI, plus tools such as ``anyformer generate``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from argparse import ArgumentError
+from pathlib import Path
+
+from anyformer.core.cli.errors import UsageError, one_line, report
+from anyformer.core.cli.tasks import TASKS, TOOLS, resolve
+
+USAGE = (
+    "usage: anyformer <task> fit|validate|test|predict --config FILE [--run-name NAME] [--compile]"
+    " [--section.key value ...]\n"
+    "       anyformer <tool> [options]\n"
+    "  --run-name NAME  log and checkpoint into runs/NAME/ (default: the config file's name)\n"
+    "  --compile        run the network through torch.compile (in place: checkpoints are unchanged)"
+)
+
+
+def _help() -> str:
+    lines = [USAGE, "", "tasks (LightningCLI; `anyformer <task> --help`):"]
+    lines += [f"  {name:<10} {spec.summary}" for name, spec in TASKS.items()]
+    lines += ["", "tools (`anyformer <tool> --help`):"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in TOOLS.items()]
+    return "\n".join(lines)
+
+
+def _config_stem(args: list[str]) -> str | None:
+    """Name of the (last) ``--config`` file, without folder and extension."""
+    stem = None
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            stem = Path(args[i + 1]).stem
+        elif arg.startswith("--config="):
+            stem = Path(arg.split("=", 1)[1]).stem
+    return stem
+
+
+def _pop_run_name(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take the suite's own ``--run-name NAME`` out of the LightningCLI arguments."""
+    rest, name = [], None
+    i = 0
+    while i < len(args):
+        if args[i] == "--run-name":
+            if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                raise UsageError("--run-name needs a value, e.g. --run-name gpt_rope")
+            name, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--run-name="):
+            name = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    if name is not None and (not name or "/" in name or name.startswith(".")):
+        raise UsageError(f"--run-name {name!r} must be a plain folder name (no '/', not hidden)")
+    return name, rest
+
+
+def _pop_compile(args: list[str]) -> tuple[bool, list[str]]:
+    """Take the suite's own ``--compile`` switch out of the LightningCLI arguments."""
+    rest = [arg for arg in args if arg != "--compile"]
+    return len(rest) != len(args), rest
+
+
+def run_task(task: str, args: list[str]) -> None:
+    """Run LightningCLI for ``task`` with the suite's trainer defaults.
+
+    Raises:
+        UsageError: a bad argument or config (unknown key, wrong type, missing file), or a data
+            module or model that rejects its settings or its data while being built.
+    """
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from anyformer.core.train.base import AtomicCheckpointIO
+    from anyformer.core.train.callbacks import CompileModel, RandomState, ResumeLogs, RunRecord, WallClock
+    from anyformer.core.train.csv_logger import ResumableCSVLogger
+
+    spec = TASKS[task]
+    typed_argv = ["anyformer", task, *args]  # recorded in run.json as the user wrote it
+    run_name, args = _pop_run_name(args)
+    compile_model, args = _pop_compile(args)
+    run_name = run_name or _config_stem(args) or task
+    # fit logs into runs/<name>/; validate/test/predict into runs/<name>/<subcommand>/, so they
+    # never overwrite the training curves (CSVLogger clears a non-empty log folder).
+    log_version = "" if not args or args[0] == "fit" else args[0]
+    model_class, data_class = resolve(spec.model), resolve(spec.data)
+
+    class TaskCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            # jsonargparse raises instead of printing its usage block (exit_on_error=False below).
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as err:
+                raise UsageError(one_line(err)) from None
+
+        def instantiate_classes(self) -> None:
+            # Building the data module and the model is where bad config values, missing or
+            # corrupt files and unusable datasets surface; anything later is not a usage error.
+            try:
+                super().instantiate_classes()
+            except (ValueError, OSError) as err:
+                raise UsageError(one_line(err)) from err
+
+        def add_arguments_to_parser(self, parser) -> None:
+            for source, target in model_class.data_links.items():
+                parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+
+        def _instantiate_trainer(self, config, callbacks):
+            # Rich bars unless the user turned bars off (a default callback would then conflict).
+            if config.get("enable_progress_bar") is not False:
+                callbacks = [*callbacks, RichProgressBar()]
+            return super()._instantiate_trainer(config, callbacks)
+
+    trainer_defaults = {
+        "callbacks": [
+            ModelCheckpoint(monitor="val_loss", mode="min", save_last=True, filename="best-{step}"),
+            LearningRateMonitor(logging_interval="step"),
+            WallClock(),
+            RunRecord(Path("runs") / run_name, task, typed_argv),
+            RandomState(),  # with the data order and Lightning's state: a resumed fit equals an uninterrupted one
+            ResumeLogs(),
+            *([CompileModel()] if compile_model else []),
+        ],
+        "logger": [
+            # One folder per experiment, runs/<--run-name or config name>/, so reruns resume in place.
+            ResumableCSVLogger(save_dir="runs", name=run_name, version=log_version),
+            TensorBoardLogger(save_dir="runs", name=run_name, version=log_version, default_hp_metric=False),
+        ],
+        "plugins": [AtomicCheckpointIO()],
+        "gradient_clip_val": 1.0,
+    }
+    # The default callbacks/loggers are instances; jsonargparse warns it cannot write them into
+    # the run's config.yaml, which is expected (they are the suite's defaults, not user settings).
+    # The message starts with a newline, which ``.`` does not match.
+    warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance")
+    # `anyformer <task> ...` hands LightningCLI the arguments after the task name on purpose.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    TaskCLI(
+        model_class,
+        data_class,
+        args=args,
+        trainer_defaults=trainer_defaults,
+        seed_everything_default=1337,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": f"anyformer {task}", "exit_on_error": False},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_help())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name in TASKS:
+        try:
+            run_task(name, rest)
+        except UsageError as err:
+            return report(f"anyformer {name}", err)
+        except FloatingPointError as err:  # the run diverged; its checkpoints are kept
+            print(f"anyformer {name}: training stopped: {one_line(err)}", file=sys.stderr)
+            return 1
+        return 0
+    if name in TOOLS:
+        return resolve(TOOLS[name][0])(rest)  # each tool reports its own usage errors
+    error = UsageError(
+        f"unknown command {name!r}; expected one of {sorted(TASKS) + sorted(TOOLS)} (see anyformer --help)"
+    )
+    return report("anyformer", error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""A comparison: the runs of one experiment and the tables built from them.
+
+``experiments/comparisons/<NAME>.yaml`` is read here; ``anyformer experiment NAME`` runs it and
+``anyformer report`` turns its tables into ``experiments/results/RESULTS.md``. The schema is
+documented in the header of every comparison file; in short::
+
+    title: text                       # section heading in RESULTS.md
+    description: text                 # optional paragraph under it
+    plot: val_loss                    # optional: metric of the learning-curve PNG (default val_loss)
+    setup:                            # optional: commands that create inputs the runs need,
+      - command: anyformer collect ...   # skipped when the file `creates` names exists
+        creates: data/file.npz
+    runs:
+      - name: run_name                # folder runs/<name>/ (a plain name; shared by comparisons)
+        task: gpt                     # a task of `anyformer --help`
+        config: experiments/....yaml
+        overrides: [--key=value, ...] # optional CLI arguments after the config
+        then: [test]                  # optional: `anyformer <task> test` on last.ckpt after the fit
+      - name: eval_name               # an evaluation run: instead of task/config, a command of a tool
+        command: anyformer decode-eval --ckpt runs/run_name/checkpoints/last.ckpt ...
+        after: [run_name]             # optional: earlier runs it reads (rerun when one of them is newer)
+    tables:
+      - title: text
+        rows: [run_name, ...]         # optional: default every run, in order
+        columns: [val_loss, params, wall_s, device]   # metric keys or run facts (see anyformer.experiments.report)
+    figures: [eval_name, ...]         # optional: evaluation runs that draw runs/<name>/figure.png
+                                      # (`anyformer attention ... --run-name`); the report shows them
+
+An evaluation run is ``<command> --run-name <name>``; its tool (one of anyformer.core.cli.tasks.EVALUATION_TOOLS)
+writes ``runs/<name>/run.json`` with its metrics itself (``anyformer.core.train.run_record.record_evaluation``).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.tasks import EVALUATION_TOOLS, TASKS, TOOLS
+
+COMPARISONS_DIR = Path("experiments/comparisons")
+THEN_STEPS = ("test",)
+FIGURE_TOOL = "attention"
+"""The evaluation tool whose runs draw ``runs/<name>/figure.png``."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a comparison."""
+
+    name: str
+    """Run folder name under ``runs/``."""
+    task: str
+    """Task trained (``anyformer <task> fit``)."""
+    config: str
+    """The experiment YAML, relative to the repository root."""
+    overrides: tuple[str, ...] = ()
+    """Extra CLI arguments, after the config."""
+    then: tuple[str, ...] = ()
+    """Steps after the fit, from THEN_STEPS."""
+
+    def fit_argv(self) -> list[str]:
+        """The fit command, starting with ``anyformer``."""
+        return ["anyformer", self.task, "fit", "--config", self.config, "--run-name", self.name, *self.overrides]
+
+    def argv(self) -> list[str]:
+        """The command whose ``run.json`` backs this run: the fit."""
+        return self.fit_argv()
+
+    def checkpoint(self, runs_dir: str | Path = "runs") -> Path:
+        return Path(runs_dir) / self.name / "checkpoints" / "last.ckpt"
+
+    def test_argv(self) -> list[str]:
+        """``anyformer <task> test`` on the fit's last checkpoint, same config and overrides."""
+        argv = ["anyformer", self.task, "test", "--config", self.config, "--run-name", self.name, *self.overrides]
+        return [*argv, "--ckpt_path", str(self.checkpoint())]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation run of a comparison: an ``anyformer <tool>`` command that records its metrics."""
+
+    name: str
+    """Run folder name under ``runs/``."""
+    command: tuple[str, ...]
+    """The command as declared, ``("anyformer", tool, ...)``, without ``--run-name``."""
+    after: tuple[str, ...] = ()
+    """Runs of the same comparison it reads, which must have finished first."""
+
+    def argv(self) -> list[str]:
+        """The command run, and recorded in ``run.json``: the declared one plus ``--run-name``."""
+        return [*self.command, "--run-name", self.name]
+
+
+Run = RunSpec | EvalSpec
+"""A run of a comparison: a training run or an evaluation run."""
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """A command that creates a file the runs need (e.g. a collected dataset)."""
+
+    command: str
+    creates: str
+
+    def argv(self) -> list[str]:
+        return shlex.split(self.command)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A results table: one row per run, one column per metric key or run fact."""
+
+    title: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs, and the tables and learning-curve plot made from them."""
+
+    name: str
+    title: str
+    runs: tuple[Run, ...]
+    tables: tuple[TableSpec, ...]
+    description: str = ""
+    plot: str = "val_loss"
+    setup: tuple[SetupStep, ...] = field(default=())
+    figures: tuple[str, ...] = ()
+    """Evaluation runs whose ``runs/<name>/figure.png`` the report copies beside RESULTS.md."""
+
+    def run(self, name: str) -> Run:
+        for spec in self.runs:
+            if spec.name == name:
+                return spec
+        raise UsageError(f"comparison {self.name!r} has no run {name!r}; its runs: {[r.name for r in self.runs]}")
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one shell-quoted line."""
+    return shlex.join(argv)
+
+
+def same_command(recorded: list[str], planned: list[str]) -> bool:
+    """Whether two commands train the same thing: equal once ``--run-name`` (the folder is the same
+    anyway) and ``--ckpt_path`` (a resumed run continues the same training) are left out."""
+
+    def essential(argv: list[str]) -> list[str]:
+        kept, skip_next = [], False
+        for arg in argv:
+            if skip_next:
+                skip_next = False
+            elif arg in ("--run-name", "--ckpt_path"):
+                skip_next = True
+            elif not arg.startswith(("--run-name=", "--ckpt_path=")):
+                kept.append(arg)
+        return kept
+
+    return essential(recorded) == essential(planned)
+
+
+def _keys(where: str, mapping: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise UsageError(f"{where} must be a mapping with keys {sorted(required | optional)}, got {mapping!r}")
+    missing, unknown = required - mapping.keys(), mapping.keys() - required - optional
+    if missing or unknown:
+        problem = f"lacks {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
+        raise UsageError(f"{where} {problem}; expected keys {sorted(required)} and optionally {sorted(optional)}")
+    return mapping
+
+
+def _str_list(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise UsageError(f"{where} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _run_name(where: str, raw: dict[str, Any]) -> str:
+    name = str(raw["name"])
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"{where}.name {name!r} must be a plain folder name (no '/', not hidden)")
+    return name
+
+
+def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
+    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then"})
+    name, task, config = _run_name(where, raw), str(raw["task"]), str(raw["config"])
+    if task not in TASKS:
+        raise UsageError(f"{where}.task {task!r} is not one of {sorted(TASKS)}")
+    if not (root / config).is_file():
+        raise UsageError(f"{where}.config {config} does not exist (relative to {root})")
+    then = _str_list(f"{where}.then", raw.get("then", []))
+    if set(then) - set(THEN_STEPS):
+        raise UsageError(f"{where}.then {list(then)} may only hold {list(THEN_STEPS)}")
+    return RunSpec(name, task, config, _str_list(f"{where}.overrides", raw.get("overrides", [])), then)
+
+
+def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
+    raw = _keys(where, raw, {"name", "command"}, {"after"})
+    name, command = _run_name(where, raw), str(raw["command"])
+    if not command.startswith("anyformer "):
+        raise UsageError(f"{where}.command must be an `anyformer <tool> ...` command, got {command!r}")
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:  # an unclosed quote
+        raise UsageError(f"{where}.command {command!r} cannot be split into arguments: {err}") from None
+    tool = argv[1] if len(argv) > 1 else ""
+    if tool not in TOOLS:
+        hint = "; a training run has task and config instead of command" if tool in TASKS else ""
+        raise UsageError(f"{where}.command: {tool!r} is not an anyformer tool ({sorted(TOOLS)}){hint}")
+    if tool not in EVALUATION_TOOLS:
+        needed = list(EVALUATION_TOOLS)
+        raise UsageError(f"{where}.command: `anyformer {tool}` records no run; an evaluation run needs one of {needed}")
+    if any(arg == "--run-name" or arg.startswith("--run-name=") for arg in argv):
+        raise UsageError(f"{where}.command must not hold --run-name: `--run-name {name}` is added to it")
+    after = _str_list(f"{where}.after", raw.get("after", []))
+    if unknown := [run for run in after if run not in earlier]:
+        raise UsageError(f"{where}.after {unknown} must name runs listed before it ({earlier})")
+    return EvalSpec(name, tuple(argv), after)
+
+
+def _run(where: str, raw: Any, root: Path, earlier: list[str]) -> Run:
+    """A training run, or an evaluation run when the entry has a ``command``."""
+    if isinstance(raw, dict) and "command" in raw:
+        return _eval_spec(where, raw, earlier)
+    return _run_spec(where, raw, root)
+
+
+def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
+    """Read and check a comparison YAML; run configs are resolved against ``root``.
+
+    Raises:
+        UsageError: a missing file, a bad key or value, an unknown task, a config that does not
+            exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
+            listed before it, a duplicate run name, a table row that is not one of the runs, or a
+            figure that is not an ``anyformer attention`` run of the comparison.
+    """
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise UsageError(f"comparison file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path} is not valid YAML: {err}") from err
+    raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup", "figures"})
+    if not isinstance(raw["runs"], list) or not raw["runs"]:
+        raise UsageError(f"{path}: runs must be a non-empty list")
+    runs: list[Run] = []
+    for i, run in enumerate(raw["runs"]):
+        runs.append(_run(f"{path}: runs[{i}]", run, root, [earlier.name for earlier in runs]))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{path}: run names must be unique, got {names}")
+    tables = []
+    for i, table in enumerate(raw["tables"] or []):
+        where = f"{path}: tables[{i}]"
+        table = _keys(where, table, {"title", "columns"}, {"rows"})
+        rows = _str_list(f"{where}.rows", table.get("rows", names))
+        if unknown := [row for row in rows if row not in names]:
+            raise UsageError(f"{where}.rows {unknown} are not runs of this comparison ({names})")
+        columns = _str_list(f"{where}.columns", table["columns"])
+        if not columns:
+            raise UsageError(f"{where}.columns must name at least one column")
+        tables.append(TableSpec(str(table["title"]), rows, columns))
+    setup = []
+    for i, step in enumerate(raw.get("setup") or []):
+        step = _keys(f"{path}: setup[{i}]", step, {"command", "creates"}, set())
+        if not str(step["command"]).startswith("anyformer "):
+            raise UsageError(f"{path}: setup[{i}].command must be an `anyformer ...` command, got {step['command']!r}")
+        setup.append(SetupStep(str(step["command"]), str(step["creates"])))
+    figures = _str_list(f"{path}: figures", raw.get("figures") or [])
+    drawn = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (FIGURE_TOOL,)}
+    if not_drawn := [name for name in figures if name not in drawn]:
+        raise UsageError(
+            f"{path}: figures {not_drawn} are not `anyformer {FIGURE_TOOL}` runs of this comparison "
+            f"(those are {sorted(drawn)})"
+        )
+    return Comparison(
+        name=path.stem,
+        title=str(raw["title"]),
+        runs=tuple(runs),
+        tables=tuple(tables),
+        description=str(raw.get("description", "")).strip(),
+        plot=str(raw.get("plot", "val_loss")),
+        setup=tuple(setup),
+        figures=figures,
+    )
+
+
+def comparison_path(name: str, folder: str | Path = COMPARISONS_DIR) -> Path:
+    """``NAME`` -> ``<folder>/NAME.yaml``; a path to a YAML file is taken as is."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name)
+    path = Path(folder) / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(folder).glob("*.yaml"))
+        raise UsageError(f"no comparison {name!r}: {path} does not exist; known comparisons: {known}")
+    return path
+
+
+def all_comparisons(folder: str | Path = COMPARISONS_DIR, root: str | Path = ".") -> list[Comparison]:
+    """Every comparison in ``folder``, sorted by name."""
+    return [load_comparison(path, root) for path in sorted(Path(folder).glob("*.yaml"))]

@@ -1,0 +1,185 @@
+"""``anyformer experiment NAME``: run every run of a comparison, skipping what is already done.
+
+Each run is a subprocess ``anyformer <task> fit --config ... --run-name <name> [overrides]`` (an
+evaluation run: ``<command> --run-name <name>``), so a crash in one run cannot leave state behind
+in the next, and each writes ``runs/<name>/run.json``. A run whose record says ``finished`` is
+skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path last``); a
+``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
+of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
+interruption therefore continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.train import run_record
+from anyformer.experiments.comparison import (
+    COMPARISONS_DIR,
+    Comparison,
+    EvalSpec,
+    RunSpec,
+    command_line,
+    comparison_path,
+    load_comparison,
+    same_command,
+)
+
+RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the plan and what to do with it."""
+
+    label: str
+    argv: list[str]
+    action: str
+    """``run``, ``resume`` or ``skip``."""
+    reason: str
+    creates: str | None = None
+    """For a setup step, the file it must create."""
+    needs: tuple[str, ...] = ()
+    """Runs that must have finished before this step runs (an evaluation's ``after``)."""
+
+
+def _own_record(run_dir: Path, planned: list[str]) -> dict | None:
+    """The record in ``run_dir``, refused if another command made it."""
+    record = run_record.read_record(run_dir)
+    if record is not None and record.get("argv") and not same_command(record["argv"], planned):
+        raise UsageError(
+            f"{run_dir} holds a run made by `{command_line(record['argv'])}`, not by this "
+            f"comparison's `{command_line(planned)}`; delete that folder or give the run another name"
+        )
+    return record
+
+
+def _finished(runs_dir: Path, name: str) -> dict | None:
+    """The run's record if it says finished, else None."""
+    record = run_record.read_record(runs_dir / name)
+    return record if record is not None and record.get("status") == "finished" else None
+
+
+def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
+    planned = spec.fit_argv()
+    record = _own_record(runs_dir / spec.name, planned)
+    if record is not None and record.get("status") == "finished":
+        return Step(spec.name, planned, "skip", f"finished {record['ended']}")
+    if spec.checkpoint(runs_dir).is_file():
+        if record is None:  # every fit writes run.json before its first checkpoint
+            raise UsageError(
+                f"{runs_dir / spec.name} has a last.ckpt but no run.json (made before run records existed, or "
+                "by hand), so its command and code version are unknown; move that folder away to rerun the run"
+            )
+        return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
+    return Step(spec.name, planned, "run", "not run yet")
+
+
+def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
+    record = run_record.read_record(runs_dir / spec.name) if fit.action == "skip" else None
+    tested = record is not None and "test" in record and record["test"]["ended"] >= record["ended"]
+    if tested:
+        return Step(f"{spec.name} test", spec.test_argv(), "skip", f"tested {record['test']['ended']}")
+    return Step(f"{spec.name} test", spec.test_argv(), "run", "after the fit")
+
+
+def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step]) -> Step:
+    """Skip an evaluation that finished after every run it reads; run it otherwise.
+
+    ``planned_steps`` are the earlier steps of this plan by label: an ``after`` run that runs now
+    makes the evaluation stale; one outside the plan (``--only``) must already have finished.
+    """
+    planned = spec.argv()
+    record = _own_record(runs_dir / spec.name, planned)
+    changed = []
+    for name in spec.after:
+        step = planned_steps.get(name)
+        before = _finished(runs_dir, name)
+        if step is None and before is None:
+            raise UsageError(
+                f"{spec.name} runs after {name}, which has not finished and is not in this plan; "
+                f"run it first (add --only {name})"
+            )
+        runs_now = step is not None and step.action != "skip"
+        newer = before is not None and record is not None and before["ended"] > record["started"]
+        if runs_now or newer:
+            changed.append(name)
+    if record is not None and record.get("status") == "finished" and not changed:
+        return Step(spec.name, planned, "skip", f"finished {record['ended']}", needs=spec.after)
+    if changed:
+        reason = f"after {', '.join(changed)}"
+    else:
+        reason = "not run yet" if record is None else f"status {record['status']}"
+    return Step(spec.name, planned, "run", reason, needs=spec.after)
+
+
+def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | None = None) -> list[Step]:
+    """The commands ``anyformer experiment`` would run, in order, each with its action.
+
+    Raises:
+        UsageError: ``only`` names a run the comparison lacks, a run folder was made by another
+            command, or an evaluation's ``after`` run has not finished and is left out by ``only``.
+    """
+    chosen = {comparison.run(name).name for name in only} if only else None
+    specs = [spec for spec in comparison.runs if chosen is None or spec.name in chosen]  # in declared order
+    steps = []
+    for setup in comparison.setup:
+        done = Path(setup.creates).exists()
+        action = "skip" if done else "run"
+        steps.append(Step("setup", setup.argv(), action, f"creates {setup.creates}", creates=setup.creates))
+    for spec in specs:
+        if isinstance(spec, EvalSpec):
+            steps.append(_eval_step(spec, runs_dir, {step.label: step for step in steps}))
+            continue
+        fit = _fit_step(spec, runs_dir)
+        steps.append(fit)
+        if "test" in spec.then:
+            steps.append(_test_step(spec, fit, runs_dir))
+    return steps
+
+
+def execute(step: Step) -> int:
+    """Run one ``anyformer ...`` command in a child Python; return its exit status."""
+    return subprocess.run([sys.executable, "-m", "anyformer.core.cli.main", *step.argv[1:]], check=False).returncode
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="anyformer experiment",
+        description="Run a comparison of experiments/comparisons/ end to end; finished runs are skipped, "
+        "interrupted ones resume from last.ckpt.",
+    )
+    parser.add_argument("name", help="comparison name (experiments/comparisons/NAME.yaml) or a .yaml path")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    parser.add_argument("--only", action="append", metavar="RUN", help="run only this run (repeatable)")
+    parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
+    return parser
+
+
+@reports_usage_errors("anyformer experiment")
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    comparison = load_comparison(comparison_path(args.name, args.comparisons))
+    steps = plan(comparison, RUNS_DIR, args.only)
+    print(f"# anyformer experiment {comparison.name}: {comparison.title}")
+    for number, step in enumerate(steps, 1):
+        print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
+        if args.dry_run or step.action == "skip":
+            continue
+        if unfinished := [name for name in step.needs if _finished(RUNS_DIR, name) is None]:
+            # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
+            print(f"anyformer experiment: {step.label} needs {', '.join(unfinished)} finished first", file=sys.stderr)
+            return 1
+        if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
+            Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
+        if (status := execute(step)) != 0:
+            print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
+            return 1
+        if step.creates is not None and not Path(step.creates).exists():
+            print(f"anyformer experiment: `{command_line(step.argv)}` did not create {step.creates}", file=sys.stderr)
+            return 1
+    return 0

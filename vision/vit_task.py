@@ -1,0 +1,89 @@
+"""``anyformer vit`` (Vision Transformer) and ``anyformer vision-cnn`` (CNN baseline): image
+classification with cross-entropy; accuracy on val and test.
+
+Both read ``(images, labels)`` batches from ``anyformer.vision.data`` and differ only in the network, so
+they share ``ImageClassifierModule``; each network has its own config dataclass, hence two tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from anyformer.core.train.base import OptimConfig
+from anyformer.core.train.classifier import ClassifierModule
+from anyformer.vision.cnn import ImageCNN, ImageCNNConfig
+from anyformer.vision.vit import ViT, ViTConfig
+
+Batch = tuple[Tensor, Tensor]
+
+
+class ImageClassifierModule(ClassifierModule):
+    """Image classification on ``(images, labels)`` batches; checkpoints carry the normalization.
+
+    Subclasses build ``model`` (images (B, C, H, W) -> logits (B, num_classes)) from their config,
+    which has ``num_classes``, ``in_channels`` and ``image_size``.
+    """
+
+    data_links: ClassVar[dict[str, str]] = {
+        "num_classes": "config.num_classes",
+        "in_channels": "config.in_channels",
+        "image_size": "config.image_size",
+    }
+
+    def __init__(self, config: Any, model: nn.Module, optim: OptimConfig | None, label_smoothing: float) -> None:
+        super().__init__(config, model, optim, label_smoothing)
+        self.mean: list[float] = [0.0] * config.in_channels
+        self.std: list[float] = [1.0] * config.in_channels
+
+    def read_data(self, data: Any) -> None:
+        super().read_data(data)
+        self.mean, self.std = list(data.mean), list(data.std)  # inference preprocesses images with these
+
+    def inference_state(self) -> dict[str, Any]:
+        return super().inference_state() | {"mean": self.mean, "std": self.std}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
+        self.mean, self.std = list(state.get("mean", self.mean)), list(state.get("std", self.std))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) normalized images -> (B, num_classes) logits."""
+        return self.model(images)
+
+    def batch_logits(self, batch: Batch) -> Tensor:
+        return self.model(batch[0])
+
+    def batch_labels(self, batch: Batch) -> Tensor:
+        return batch[1]
+
+
+class ViTModule(ImageClassifierModule):
+    """Vision Transformer (``anyformer vit``)."""
+
+    task_name = "vit"
+
+    def __init__(self, config: ViTConfig, optim: OptimConfig | None = None, label_smoothing: float = 0.0) -> None:
+        """
+        Args:
+            config: the model.
+            optim: optimizer and schedule.
+            label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
+        """
+        super().__init__(config, ViT(config), optim, label_smoothing)
+
+
+class ImageCNNModule(ImageClassifierModule):
+    """CNN baseline on the same images (``anyformer vision-cnn``)."""
+
+    task_name = "vision-cnn"
+
+    def __init__(self, config: ImageCNNConfig, optim: OptimConfig | None = None, label_smoothing: float = 0.0) -> None:
+        """
+        Args:
+            config: the model.
+            optim: optimizer and schedule.
+            label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
+        """
+        super().__init__(config, ImageCNN(config), optim, label_smoothing)
