@@ -141,29 +141,6 @@ class Comparison:
         raise UsageError(f"comparison {self.name!r} has no run {name!r}; its runs: {[r.name for r in self.runs]}")
 
 
-def command_line(argv: list[str]) -> str:
-    """``argv`` as one shell-quoted line."""
-    return shlex.join(argv)
-
-
-def same_command(recorded: list[str], planned: list[str]) -> bool:
-    """Whether two commands train the same thing: equal once ``--run-name`` (the folder is the same
-    anyway) and ``--ckpt_path`` (a resumed run continues the same training) are left out."""
-
-    def essential(argv: list[str]) -> list[str]:
-        kept, skip_next = [], False
-        for arg in argv:
-            if skip_next:
-                skip_next = False
-            elif arg in ("--run-name", "--ckpt_path"):
-                skip_next = True
-            elif not arg.startswith(("--run-name=", "--ckpt_path=")):
-                kept.append(arg)
-        return kept
-
-    return essential(recorded) == essential(planned)
-
-
 def _keys(where: str, mapping: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
     if not isinstance(mapping, dict):
         raise UsageError(f"{where} must be a mapping with keys {sorted(required | optional)}, got {mapping!r}")

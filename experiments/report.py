@@ -35,6 +35,7 @@ from typing import Any
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
 from anyformer.core.train import run_record
 from anyformer.core.train.atomic import atomic_open, atomic_write_text
+from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
@@ -42,8 +43,6 @@ from anyformer.experiments.comparison import (
     RunSpec,
     TableSpec,
     all_comparisons,
-    command_line,
-    same_command,
 )
 
 RESULTS_FILE = "RESULTS.md"

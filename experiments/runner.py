@@ -18,15 +18,14 @@ from pathlib import Path
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
 from anyformer.core.train import run_record
+from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
     EvalSpec,
     RunSpec,
-    command_line,
     comparison_path,
     load_comparison,
-    same_command,
 )
 
 RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder

@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from anyformer.core.attention import AttentionMaps
+from anyformer.core.cli.classify import PROG, attention_map_path
 from anyformer.core.cli.errors import UsageError, report
+from anyformer.core.rollout import summary_weights
 from anyformer.core.train.atomic import atomic_open
 from anyformer.core.train.base import TaskModule
 from anyformer.core.train.checkpoint import CheckpointError, load_task
 from anyformer.speech.audio import AudioError, fit_duration, load_audio
 from anyformer.speech.model import SpeechTransformer
-from anyformer.vision.classify import PROG, attention_map_path
-from anyformer.vision.rollout import summary_weights
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

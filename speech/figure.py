@@ -14,9 +14,9 @@ from torch import Tensor
 
 from anyformer.core.cli.attention import figure_title, layer_index, rollout_span
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.rollout import attention_rollout
 from anyformer.speech.classify import attention_map_figure, load_clip, spectrogram_attention, spectrogram_heat
 from anyformer.speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
-from anyformer.vision.rollout import attention_rollout
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

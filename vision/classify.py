@@ -1,19 +1,13 @@
-"""``anyformer classify``: label files with a classifier checkpoint: images (``vit``, ``vision-cnn``),
-sentences (``anyformer.text.classify``) or audio clips (``anyformer.speech.classify``).
-
-The command dispatches on the checkpoint's task (``HANDLERS``); this module handles images.
+"""The image side of ``anyformer classify`` (``anyformer.core.cli.classify`` dispatches on the
+checkpoint's task): label images with a ``vit`` or ``vision-cnn`` checkpoint, optionally drawing
+the ViT's attention rollout over each image.
 
     anyformer classify --ckpt runs/vit_digits/checkpoints/last.ckpt digit.png --top-k 3 --attention-map map.png
-
-Exit codes: 0 when every file was classified, 2 for a bad checkpoint or any unreadable file
-(the other files are still classified).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +16,15 @@ from PIL import Image
 from torch import Tensor
 
 from anyformer.core.attention import AttentionMaps
-from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.cli.classify import attention_map_path, error
+from anyformer.core.cli.errors import UsageError
+from anyformer.core.rollout import patch_relevance
 from anyformer.core.train.atomic import atomic_open
-from anyformer.core.train.checkpoint import CheckpointError, load_task, read_checkpoint
-from anyformer.vision.rollout import overlay_heatmap, patch_relevance
+from anyformer.core.train.checkpoint import load_task
+from anyformer.vision.overlay import overlay_heatmap
 from anyformer.vision.tokenizer import check_divisible, to_2tuple
 from anyformer.vision.vit import ViT
 
-PROG = "anyformer classify"
 IMAGE_MODES = {1: "L", 3: "RGB"}
 IMAGE_TASKS = ("vit", "vision-cnn")
 
@@ -42,28 +37,6 @@ def _is_wide_mode(mode: str) -> bool:
 
 class InputError(UsageError):
     """A file that cannot be classified; the message names it."""
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description="Classify files with a checkpoint (images, sentences, audio).")
-    parser.add_argument("--ckpt", required=True, help="checkpoint of a classifier's fit (e.g. runs/.../last.ckpt)")
-    parser.add_argument("inputs", nargs="+", metavar="FILE", help="images (PNG, JPEG, ...)")
-    parser.add_argument("--top-k", type=int, default=5, help="how many labels to print per file (default 5)")
-    parser.add_argument(
-        "--attention-map", metavar="OUT.png",
-        help="write the attention rollout over the patches, overlaid on the image (ViT only); with "
-        "several inputs, OUT_<input stem>.png per input",
-    )  # fmt: skip
-    parser.add_argument(
-        "--keep-size", action="store_true",
-        help="feed images at their own size (learned positions are resampled) instead of resizing "
-        "them to the model's image size; for a ViT each side must then be a multiple of the patch size",
-    )  # fmt: skip
-    return parser
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)  # one line
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None, patch_size: int) -> Image.Image:
@@ -104,12 +77,6 @@ def to_tensor(image: Image.Image, mean: list[float], std: list[float]) -> Tensor
     return ((pixels - mean_t) / std_t)[None]
 
 
-def attention_map_path(out: str, input_path: str, several: bool) -> Path:
-    """Where the attention map of ``input_path`` goes: ``out``, or ``OUT_<input stem>.png`` with several inputs."""
-    path = Path(out)
-    return path.with_name(f"{path.stem}_{Path(input_path).stem}{path.suffix or '.png'}") if several else path
-
-
 def classify_images(args: argparse.Namespace) -> int:
     """Print the top-k labels of each image; optionally (ViT) write attention-rollout overlays."""
     module = load_task(args.ckpt, tasks=IMAGE_TASKS)
@@ -125,7 +92,7 @@ def classify_images(args: argparse.Namespace) -> int:
         try:
             image = read_image(path, cfg.in_channels, size, patch_size)
         except InputError as err:
-            _error(str(err))
+            error(str(err))
             status = 2
             continue
         maps = AttentionMaps() if args.attention_map else None
@@ -145,51 +112,8 @@ def classify_images(args: argparse.Namespace) -> int:
                 with atomic_open(out) as file:  # a failed write never leaves half a PNG behind
                     overlay_heatmap(image, heat).save(file, format=image_format)
             except (OSError, ValueError) as err:
-                _error(f"{out}: cannot write the attention map ({err})")
+                error(f"{out}: cannot write the attention map ({err})")
                 status = 2
                 continue
             print(f"  attention map: {out}")
     return status
-
-
-# task name in the checkpoint -> handler
-def _classify_text(args: argparse.Namespace) -> int:
-    from anyformer.text.classify import classify_text_args  # lazy: keeps the image path light
-
-    return classify_text_args(args)
-
-
-def _classify_audio(args: argparse.Namespace) -> int:
-    from anyformer.speech.classify import classify_audio_files
-
-    return classify_audio_files(args)
-
-
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "vit": classify_images,
-    "vision-cnn": classify_images,
-    "bert-classify": _classify_text,
-    "text-bow": _classify_text,
-    "speech": _classify_audio,
-    "speech-cnn": _classify_audio,
-}
-
-
-@reports_usage_errors(PROG)
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``anyformer classify``; returns the exit code."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.top_k < 1:
-        _error(f"--top-k must be >= 1, got {args.top_k}")
-        return 2
-    try:
-        task = read_checkpoint(args.ckpt)["anyformer"]["task"]
-        handler = HANDLERS.get(task)
-        if handler is None:
-            raise CheckpointError(
-                f"{args.ckpt} is a {task!r} checkpoint; classify handles {sorted(HANDLERS)} checkpoints for now"
-            )
-        return handler(args)
-    except CheckpointError as err:
-        _error(str(err))
-        return 2

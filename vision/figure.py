@@ -19,8 +19,9 @@ from torch import Tensor
 from anyformer.core.attention import AttentionMaps
 from anyformer.core.cli.attention import figure_title, layer_index, rollout_span
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.rollout import patch_relevance
 from anyformer.vision.classify import IMAGE_MODES, read_image, to_tensor
-from anyformer.vision.rollout import overlay_heatmap, patch_relevance
+from anyformer.vision.overlay import overlay_heatmap
 from anyformer.vision.tokenizer import check_divisible, to_2tuple
 
 if TYPE_CHECKING:

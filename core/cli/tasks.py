@@ -84,7 +84,7 @@ TOOLS: dict[str, tuple[str, str]] = {
         "anyformer.text.gpt.decode_eval:main",
         "score a decoding strategy of a GPT checkpoint (perplexity, diversity)",
     ),
-    "classify": ("anyformer.vision.classify:main", "classify images, sentences or audio clips with a checkpoint"),
+    "classify": ("anyformer.core.cli.classify:main", "classify images, sentences or audio clips with a checkpoint"),
     "attention": (
         "anyformer.core.cli.attention:main",
         "draw a checkpoint's attention for one input (text, image, audio, RL)",

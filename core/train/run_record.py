@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ import torch
 
 from anyformer.core.cli.errors import UsageError
 from anyformer.core.train.atomic import atomic_write_text
-from anyformer.experiments.comparison import command_line, same_command
 
 RUN_FILE = "run.json"
 FIGURE_FILE = "figure.png"
@@ -162,3 +162,26 @@ def record_evaluation(
         "metrics": {name: float(value) for name, value in metrics.items()},
     }
     write_record(run_dir, record)
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one shell-quoted line."""
+    return shlex.join(argv)
+
+
+def same_command(recorded: list[str], planned: list[str]) -> bool:
+    """Whether two commands train the same thing: equal once ``--run-name`` (the folder is the same
+    anyway) and ``--ckpt_path`` (a resumed run continues the same training) are left out."""
+
+    def essential(argv: list[str]) -> list[str]:
+        kept, skip_next = [], False
+        for arg in argv:
+            if skip_next:
+                skip_next = False
+            elif arg in ("--run-name", "--ckpt_path"):
+                skip_next = True
+            elif not arg.startswith(("--run-name=", "--ckpt_path=")):
+                kept.append(arg)
+        return kept
+
+    return essential(recorded) == essential(planned)

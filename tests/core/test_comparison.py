@@ -10,7 +10,8 @@ import yaml
 from anyformer.core.cli.errors import UsageError
 from anyformer.core.cli.tasks import TASKS, TOOLS
 from anyformer.core.config import TransformerConfig
-from anyformer.experiments.comparison import EvalSpec, RunSpec, all_comparisons, load_comparison, same_command
+from anyformer.core.train.run_record import same_command
+from anyformer.experiments.comparison import EvalSpec, RunSpec, all_comparisons, load_comparison
 
 REPO = Path(__file__).resolve().parents[2]
 

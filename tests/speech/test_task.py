@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from anyformer.core.cli.classify import main as classify_main
 from anyformer.core.cli.main import main as cli_main
 from anyformer.core.config import TransformerConfig
 from anyformer.core.train.checkpoint import load_task, read_checkpoint
@@ -22,7 +23,6 @@ from anyformer.speech.data import SpeechDataModule
 from anyformer.speech.model import SpeechConfig
 from anyformer.speech.speech_task import SpeechCNNModule, SpeechModule
 from anyformer.speech.synth import DIGIT_WORDS
-from anyformer.vision.classify import main as classify_main
 
 EXPERIMENTS = sorted(Path("experiments/speech").glob("*.yaml"))
 RATE = 8000

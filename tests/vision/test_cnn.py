@@ -11,10 +11,10 @@ import torch
 import yaml
 from PIL import Image
 
+from anyformer.core.cli.classify import main as classify
 from anyformer.core.cli.main import main
 from anyformer.core.train.base import OptimConfig, dataclass_from_dict
 from anyformer.core.train.checkpoint import load_task
-from anyformer.vision.classify import main as classify
 from anyformer.vision.cnn import ImageCNN, ImageCNNConfig
 from anyformer.vision.data import ImageDataModule
 from anyformer.vision.vit_task import ImageCNNModule

@@ -8,8 +8,8 @@ import torch
 
 from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
+from anyformer.core.rollout import attention_rollout, patch_relevance
 from anyformer.core.train.base import param_groups
-from anyformer.vision.rollout import attention_rollout, patch_relevance
 from anyformer.vision.vit import ViT, ViTConfig, load_timm_state_dict, timm_config
 
 

@@ -1,4 +1,5 @@
-"""Attention rollout (Abnar & Zuidema 2020): which patches the image summary draws from.
+"""Attention rollout (Abnar & Zuidema 2020): which input tokens (patches of an image or of a
+spectrogram) a model's summary draws from.
 
 Each layer's attention, averaged over heads, is mixed with the identity to account for the
 residual connection (``0.5 * A + 0.5 * I``, rows renormalized); the product over layers says how
@@ -7,9 +8,7 @@ much of each input token flows into each output token.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 
@@ -62,19 +61,3 @@ def patch_relevance(attentions: list[Tensor], grid: tuple[int, int], pool: str =
     high = relevance.max(dim=-1, keepdim=True).values
     relevance = (relevance - low) / (high - low).clamp_min(1e-12)
     return relevance.reshape(-1, *grid)
-
-
-def overlay_heatmap(image: Image.Image, heat: Tensor, min_side: int = 224, alpha: float = 0.5) -> Image.Image:
-    """Blend a (Gh, Gw) map in [0, 1] (blue = low, red = high) over ``image``, upscaled to ``min_side``.
-
-    Small images (8x8 digits) are enlarged with nearest-neighbour sampling so pixels stay visible.
-    """
-    width, height = image.size
-    scale = max(1.0, min_side / min(width, height))
-    size = (round(width * scale), round(height * scale))
-    base = image.convert("RGB").resize(size, Image.Resampling.NEAREST)
-    heat_img = Image.fromarray((heat.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
-    heat_arr = np.asarray(heat_img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255  # (H, W)
-    colors = np.stack([heat_arr, 0.25 * np.ones_like(heat_arr), 1 - heat_arr], axis=-1) * 255  # (H, W, 3)
-    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colors
-    return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
