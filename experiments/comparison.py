@@ -40,9 +40,12 @@ from typing import Any
 import yaml
 
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.main import packaged
 from anyformer.core.cli.tasks import EVALUATION_TOOLS, TASKS, TOOLS
 
 COMPARISONS_DIR = Path("experiments/comparisons")
+"""Where comparisons are looked up, as written in commands and reports: relative to the current
+folder, else inside the installed package (:func:`packaged`)."""
 THEN_STEPS = ("test",)
 FIGURE_TOOL = "attention"
 """The evaluation tool whose runs draw ``runs/<name>/figure.png``."""
@@ -169,8 +172,8 @@ def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
     name, task, config = _run_name(where, raw), str(raw["task"]), str(raw["config"])
     if task not in TASKS:
         raise UsageError(f"{where}.task {task!r} is not one of {sorted(TASKS)}")
-    if not (root / config).is_file():
-        raise UsageError(f"{where}.config {config} does not exist (relative to {root})")
+    if not (root / config).is_file() and not (root == Path(".") and packaged(config).is_file()):
+        raise UsageError(f"{where}.config {config} does not exist (relative to {root}, nor in the package)")
     then = _str_list(f"{where}.then", raw.get("then", []))
     if set(then) - set(THEN_STEPS):
         raise UsageError(f"{where}.then {list(then)} may only hold {list(THEN_STEPS)}")
@@ -270,16 +273,16 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
 
 
 def comparison_path(name: str, folder: str | Path = COMPARISONS_DIR) -> Path:
-    """``NAME`` -> ``<folder>/NAME.yaml``; a path to a YAML file is taken as is."""
+    """``NAME`` -> ``<folder>/NAME.yaml`` (:func:`packaged`); a path to a YAML file is taken as is."""
     if name.endswith((".yaml", ".yml")):
-        return Path(name)
-    path = Path(folder) / f"{name}.yaml"
+        return packaged(name)
+    path = packaged(Path(folder) / f"{name}.yaml")
     if not path.is_file():
-        known = sorted(p.stem for p in Path(folder).glob("*.yaml"))
+        known = sorted(p.stem for p in packaged(folder).glob("*.yaml"))
         raise UsageError(f"no comparison {name!r}: {path} does not exist; known comparisons: {known}")
     return path
 
 
 def all_comparisons(folder: str | Path = COMPARISONS_DIR, root: str | Path = ".") -> list[Comparison]:
-    """Every comparison in ``folder``, sorted by name."""
-    return [load_comparison(path, root) for path in sorted(Path(folder).glob("*.yaml"))]
+    """Every comparison in ``folder`` (:func:`packaged`), sorted by name."""
+    return [load_comparison(path, root) for path in sorted(packaged(folder).glob("*.yaml"))]

@@ -149,7 +149,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--env", required=True, help="environment id, e.g. CartPole-v1 or MinAtar/Breakout-v1")
     parser.add_argument("--policy", required=True, choices=POLICIES, help="behaviour policy")
     parser.add_argument("--episodes", required=True, type=_positive_int, help="number of episodes")
-    parser.add_argument("--out", required=True, type=Path, help="output .npz file")
+    parser.add_argument("--out", required=True, type=Path, help="output .npz file (missing folders are created)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole collection (default: 0)")
     parser.add_argument(
         "--max-steps",
@@ -176,8 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.out.parent.is_dir():
-        parser.error(f"output folder {args.out.parent} does not exist")
     try:
         trajectories = collect(args.env, args.policy, args.episodes, args.seed, args.max_steps, epsilon=args.epsilon)
     except ValueError as error:

@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
 from anyformer.core.init import init_weights
 from anyformer.core.linear import Linear
 from anyformer.core.stack import Decoder
-from anyformer.rl.tokenizer import TrajectoryTokenizer, step_attention_mask
-
-OBS_KINDS = ("vector", "frame")
-ACTION_KINDS = ("discrete", "continuous")
+from anyformer.rl.tokenizer import (
+    ACTION_KINDS,
+    OBS_KINDS,
+    TrajectoryTokenizer,
+    TrajectoryTokenizerConfig,
+    step_attention_mask,
+)
 
 
 def _default_transformer() -> TransformerConfig:
@@ -98,6 +102,15 @@ class DTConfig:
         return self.tokens_per_step * self.context_len
 
     @property
+    def tokenizer_config(self) -> TrajectoryTokenizerConfig:
+        """The part of this config the trajectory tokenizer reads."""
+        return TrajectoryTokenizerConfig(
+            dim=self.transformer.dim, obs_shape=self.obs_shape, obs_kind=self.obs_kind, action_kind=self.action_kind,
+            n_actions=self.n_actions, action_dim=self.action_dim, max_timestep=self.max_timestep,
+            behavior_cloning=self.behavior_cloning, frame_channels=self.frame_channels,
+        )  # fmt: skip
+
+    @property
     def action_size(self) -> int:
         """Width of the action head: logits for discrete actions, values for continuous ones."""
         return self.n_actions if self.action_kind == "discrete" else self.action_dim
@@ -109,10 +122,43 @@ class DecisionTransformer(nn.Module):
     def __init__(self, cfg: DTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tokenizer = TrajectoryTokenizer(cfg)
+        self.tokenizer = TrajectoryTokenizer(cfg.tokenizer_config)
         self.decoder = Decoder(cfg.transformer)
         self.action_head = Linear(cfg.transformer.dim, cfg.action_size)
         init_weights(self, cfg.transformer.n_layers)
+
+    def forward_features(
+        self,
+        returns_to_go: Tensor,
+        states: Tensor,
+        actions: Tensor,
+        timesteps: Tensor,
+        *,
+        keep: Tensor | None = None,
+        maps: AttentionMaps | None = None,
+    ) -> Tensor:
+        """Contextual states of the n K interleaved tokens R_1, s_1, a_1, ... (s_1, a_1, ... for cloning).
+
+        Args:
+            returns_to_go: (B, K) returns-to-go divided by ``rtg_scale`` (ignored for cloning).
+            states: (B, K, *obs_shape).
+            actions: (B, K) long or (B, K, action_dim); the last one may be a placeholder.
+            timesteps: (B, K) long, in [0, max_timestep).
+            keep: optional (B, K) boolean, True at real steps and False at the left padding of
+                windows that start before the episode; padding is never attended to.
+            maps: if given, each layer's (B, H, n K, n K) attention probabilities are appended.
+
+        Returns:
+            (B, n K, D) hidden states after the final norm (causal: token i sees tokens <= i).
+        """
+        tokens = self.tokenizer(returns_to_go, states, actions, timesteps)  # (B, n K, D)
+        mask = None if keep is None else step_attention_mask(keep, self.cfg.tokens_per_step)
+        return self.decoder(tokens, mask=mask, maps=maps)  # (B, n K, D)
+
+    def forward_head(self, hidden: Tensor) -> Tensor:
+        """(B, n K, D) hidden states -> the action predicted at each state token, (B, K, A)."""
+        n = self.cfg.tokens_per_step
+        return self.action_head(hidden[:, n - 2 :: n])  # hidden at s_1..s_K: (B, K, D) -> (B, K, A)
 
     def forward(
         self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, *, keep: Tensor | None = None
@@ -124,18 +170,13 @@ class DecisionTransformer(nn.Module):
             states: (B, K, *obs_shape).
             actions: (B, K) long or (B, K, action_dim); the last one may be a placeholder.
             timesteps: (B, K) long, in [0, max_timestep).
-            keep: optional (B, K) boolean, True at real steps and False at the left padding of
-                windows that start before the episode; padding is never attended to.
+            keep: optional (B, K) boolean, True at real steps and False at left padding (never attended to).
 
         Returns:
             (B, K, n_actions) logits or (B, K, action_dim) actions; entry t depends only on
             R_1..R_t, s_1..s_t and a_1..a_{t-1}.
         """
-        tokens = self.tokenizer(returns_to_go, states, actions, timesteps)  # (B, n K, D)
-        n = self.cfg.tokens_per_step
-        mask = None if keep is None else step_attention_mask(keep, n)
-        hidden = self.decoder(tokens, mask=mask)  # (B, n K, D)
-        return self.action_head(hidden[:, n - 2 :: n])  # hidden at s_1..s_K: (B, K, D) -> (B, K, A)
+        return self.forward_head(self.forward_features(returns_to_go, states, actions, timesteps, keep=keep))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

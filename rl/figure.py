@@ -20,7 +20,6 @@ from torch import Tensor
 from anyformer.core.attention import AttentionMaps
 from anyformer.core.cli.attention import LayerAttention, figure_title, head_grid, layer_index
 from anyformer.core.cli.errors import UsageError
-from anyformer.rl.tokenizer import step_attention_mask
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -138,14 +137,13 @@ def dt_attention(module: TaskModule, window: Window, layer: int | None = None) -
     """
     model = module.model
     index = layer_index(module.config.transformer.n_layers, layer)
-    n = module.config.tokens_per_step
-    # DecisionTransformer.forward up to the decoder; the action head is not needed.
-    tokens = model.tokenizer(window["returns_to_go"], window["states"], window["actions"], window["timesteps"])
-    mask = None if bool(window["keep"].all()) else step_attention_mask(window["keep"], n)
     maps = AttentionMaps()
     model.eval()
-    model.decoder(tokens, mask=mask, maps=maps)
-    labels = step_labels(window["timesteps"][0], window["keep"][0], n)
+    model.forward_features(  # the action head is not needed
+        window["returns_to_go"], window["states"], window["actions"], window["timesteps"], keep=window["keep"],
+        maps=maps,
+    )  # fmt: skip
+    labels = step_labels(window["timesteps"][0], window["keep"][0], module.config.tokens_per_step)
     return LayerAttention(maps.self_attn[index][0].float(), labels, index, len(maps.self_attn))
 
 

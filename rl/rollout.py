@@ -291,8 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     typed = ["anyformer", "rollout", *argv]
     run_dir = run_record.evaluation_dir(args.run_name, typed) if args.run_name is not None else None
     started = run_record.utc_now()
-    if args.frames is not None and not args.frames.parent.is_dir():
-        parser.error(f"--frames: folder {args.frames.parent} does not exist")
     try:
         module = load_task(args.ckpt, tasks=("dt",))
         env_id = args.env or module.env_id

@@ -14,7 +14,7 @@ Shapes: B batch, K steps in the context window, D width, C x H x W a frame.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +22,41 @@ from torch import Tensor, nn
 from anyformer.core.linear import Linear
 from anyformer.core.masks import padding_mask
 
-if TYPE_CHECKING:
-    from anyformer.rl.dt import DTConfig
+OBS_KINDS = ("vector", "frame")
+ACTION_KINDS = ("discrete", "continuous")
+
+
+@dataclass(frozen=True)
+class TrajectoryTokenizerConfig:
+    """What the tokenizer needs to know: the width, the spaces, the episode length.
+
+    ``anyformer.rl.dt.DTConfig.tokenizer_config`` derives it from a model's config; the choices are
+    checked there, with the model config's field names.
+    """
+
+    dim: int
+    """D: width of every token."""
+    obs_shape: tuple[int, ...]
+    """Shape of one observation: ``(obs_dim,)`` for vectors, ``(C, H, W)`` for frames."""
+    obs_kind: str = "vector"
+    """``vector`` (linear state embedding) or ``frame`` (small CNN per frame)."""
+    action_kind: str = "discrete"
+    """``discrete`` (an embedding table) or ``continuous`` (a linear map)."""
+    n_actions: int = 0
+    """Number of discrete actions (unused for continuous ones)."""
+    action_dim: int = 0
+    """Size of a continuous action (unused for discrete ones)."""
+    max_timestep: int = 1000
+    """Size of the timestep embedding: timesteps must be in [0, max_timestep)."""
+    behavior_cloning: bool = False
+    """Drop the return-to-go tokens (s, a per step instead of R, s, a)."""
+    frame_channels: int = 32
+    """Channels of the frame encoder's convolutions (frames only)."""
+
+    @property
+    def tokens_per_step(self) -> int:
+        """3 (R, s, a), or 2 (s, a) for behaviour cloning."""
+        return 2 if self.behavior_cloning else 3
 
 
 class FrameEncoder(nn.Module):
@@ -55,11 +88,11 @@ class VectorEncoder(nn.Module):
         return self.proj(states)
 
 
-def build_state_encoder(cfg: DTConfig) -> nn.Module:
+def build_state_encoder(cfg: TrajectoryTokenizerConfig) -> nn.Module:
     """A linear map for vector observations, a small CNN for frames (one D vector per frame)."""
     if cfg.obs_kind == "frame":
-        return FrameEncoder(cfg.obs_shape, cfg.transformer.dim, cfg.frame_channels)
-    return VectorEncoder(cfg.obs_shape, cfg.transformer.dim)
+        return FrameEncoder(cfg.obs_shape, cfg.dim, cfg.frame_channels)
+    return VectorEncoder(cfg.obs_shape, cfg.dim)
 
 
 class TrajectoryTokenizer(nn.Module):
@@ -69,9 +102,9 @@ class TrajectoryTokenizer(nn.Module):
     cloning, whose ``return_embedding`` is None.
     """
 
-    def __init__(self, cfg: DTConfig) -> None:
+    def __init__(self, cfg: TrajectoryTokenizerConfig) -> None:
         super().__init__()
-        dim = cfg.transformer.dim
+        dim = cfg.dim
         self.tokens_per_step = cfg.tokens_per_step
         self.max_timestep = cfg.max_timestep
         self.return_embedding = None if cfg.behavior_cloning else Linear(1, dim)

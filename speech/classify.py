@@ -3,7 +3,7 @@ checkpoint, and draw where the transformer's [CLS] token looks.
 
     anyformer classify --ckpt runs/speech_fsdd/checkpoints/last.ckpt clip.wav --top-k 3 --attention-map map.png
 
-The command line (its parser and ``main``) is ``anyformer.vision.classify``'s, which dispatches here on
+The command line (its parser and ``main``) is ``anyformer.core.cli.classify``'s, which dispatches here on
 the checkpoint's task.
 
 Each file is read with ``anyformer.speech.audio.load_audio`` (any rate, any channel count: averaged to
@@ -90,9 +90,9 @@ def spectrogram_attention(model: SpeechTransformer, wave: Tensor) -> tuple[Tenso
     """
     model.eval()
     maps = AttentionMaps()
-    spec = model.spectrogram(wave[None])  # (1, F, T)
-    logits = model.forward_head(model.forward_features(spec, maps=maps))
-    return spec[0], maps.self_attn, logits[0]
+    image = model.image(wave[None])  # (1, 1, F, T)
+    logits = model.vit.forward_head(model.vit.forward_features(image, maps=maps))
+    return image[0, 0], maps.self_attn, logits[0]
 
 
 def spectrogram_heat(model: SpeechTransformer, attention: Tensor) -> Tensor:
@@ -106,7 +106,7 @@ def spectrogram_heat(model: SpeechTransformer, attention: Tensor) -> Tensor:
         (F, T) rescaled to [0, 1]: the [CLS] row (or the mean of the patch rows for ``pool='mean'``);
         each cell holds the mean over the patches covering it.
     """
-    heat = model.tokenizer.patch_map(summary_weights(attention.float(), model.cfg.pool))[0]  # (1, N) -> (F, T)
+    heat = model.vit.tokenizer.patch_map(summary_weights(attention.float(), model.cfg.pool))[0]  # (1, N) -> (F, T)
     heat = heat - heat.min()
     return heat / heat.max().clamp_min(1e-12)
 

@@ -1,6 +1,7 @@
 """Log-mel spectrogram front end: waveform (B, T) -> features (B, n_mels, frames).
 
-Each spectrogram frame (a column of ``n_mels`` values) becomes one token of the shared stack.
+The speech transformer reads the spectrogram as a (1, n_mels, frames) image and cuts it into patches
+(``anyformer.speech.model``).
 """
 
 from __future__ import annotations

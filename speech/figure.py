@@ -1,5 +1,5 @@
 """The audio side of ``anyformer attention``: the log-mel spectrogram of one clip with the attention
-rollout (``anyformer.vision.rollout``) of the clip summary over its patches, through layers 1..L.
+rollout (``anyformer.core.rollout``) of the clip summary over its patches, through layers 1..L.
 
 The clip is read as ``anyformer classify`` reads it (``anyformer.speech.classify.load_clip``); without
 an INPUT, the first test clip of the Free Spoken Digit Dataset is drawn when it is on disk.

@@ -6,6 +6,7 @@ measured on the training set) and inference needs nothing but audio files.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from anyformer.speech.augment import SpecAugment, SpecAugmentConfig
@@ -31,4 +32,8 @@ class SpeechFrontEnd(LogMelSpectrogram):
                 f"expected waveforms of shape (B, {n_samples}) ({self.config.duration_s} s at "
                 f"{self.config.sample_rate} Hz; see anyformer.speech.audio.fit_duration), got {tuple(waves.shape)}"
             )
+        # A NaN/inf sample gives a NaN spectrogram and silently NaN logits; only bad input has one.
+        if not torch.isfinite(waves).all():
+            bad = int((~torch.isfinite(waves)).any(1).sum())
+            raise ValueError(f"{bad} of {waves.shape[0]} waveforms hold NaN or infinite samples; expected finite audio")
         return self.spec_augment(super().forward(waves))

@@ -1,27 +1,24 @@
-"""Audio Spectrogram Transformer: waveform -> log-mel -> patch tokens -> core Encoder -> [CLS] head.
+"""Audio Spectrogram Transformer: the core ViT over a log-mel spectrogram image (Gong et al. 2021).
+
+    waveform (B, samples) -> SpeechFrontEnd -> (B, F, T) log-mel -> (B, 1, F, T) image -> core ViT -> logits
 
 The front end lives in the model, so a checkpoint carries the spectrogram settings (and the
-normalization measured on the training set) and inference needs nothing but audio files.
+normalization measured on the training set) and inference needs nothing but audio files. Patches
+may overlap (AST: 16x16 every 10) and the spectrogram is zero-padded at its high-frequency and
+late-time edges so the patch grid covers every band and frame.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
-from anyformer.core.init import init_weights
-from anyformer.core.linear import Linear
-from anyformer.core.stack import Encoder
+from anyformer.core.vit import ViT, ViTConfig, check_patch_fields
 from anyformer.speech.augment import SpecAugmentConfig
 from anyformer.speech.features import SpectrogramConfig
 from anyformer.speech.front_end import SpeechFrontEnd
-from anyformer.speech.tokenizer import SpectrogramTokenizer, patch_grid, to_pair
-
-POOLS = ("cls", "mean")
 
 
 def _speech_transformer() -> TransformerConfig:
@@ -42,24 +39,15 @@ class SpeechConfig:
     """Step between patches, (bands, frames) or one int; smaller than the patch = overlap; None = patch_size."""
     pool: str = "cls"
     """Clip summary the head reads: ``cls`` ([CLS] token) or ``mean`` (mean of the patch tokens)."""
+    position: str = "learned"
+    """2-D patch positions: ``learned`` (one vector per (frequency, time) cell), ``sinusoidal`` or ``none``."""
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     """Frequency and time masking of training spectrograms (identity in eval mode)."""
     transformer: TransformerConfig = field(default_factory=_speech_transformer)
     """The encoder stack; ``position`` must be ``none`` (the tokenizer adds 2-D positions)."""
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"SpeechConfig.num_classes must be >= 1, got {self.num_classes!r}")
-        if self.pool not in POOLS:
-            raise ValueError(f"SpeechConfig.pool={self.pool!r} is not one of {list(POOLS)}")
-        if self.transformer.position != "none":
-            raise ValueError(
-                f"SpeechConfig.transformer.position={self.transformer.position!r} must be 'none': "
-                "the spectrogram tokenizer adds learned 2-D positions itself"
-            )
-        self.patch_size = to_pair(self.patch_size, "SpeechConfig.patch_size")
-        if self.patch_stride is not None:
-            self.patch_stride = to_pair(self.patch_stride, "SpeechConfig.patch_stride")
+        check_patch_fields(self, "SpeechConfig")
 
     @property
     def spectrogram_size(self) -> tuple[int, int]:
@@ -67,59 +55,35 @@ class SpeechConfig:
         return self.spectrogram.n_mels, self.spectrogram.n_frames
 
     @property
-    def grid_size(self) -> tuple[int, int]:
-        """(Gf, Gt) patches along frequency and time."""
-        stride = self.patch_size if self.patch_stride is None else self.patch_stride
-        return patch_grid(self.spectrogram_size, self.patch_size, stride)[0]  # type: ignore[arg-type]
-
-    @property
-    def num_patches(self) -> int:
-        """N = Gf * Gt tokens besides [CLS]."""
-        return math.prod(self.grid_size)
+    def vit(self) -> ViTConfig:
+        """The core ViT over the (1, F, T) spectrogram image, zero-padded at its edges as the patches need."""
+        return ViTConfig(
+            image_size=self.spectrogram_size, patch_size=self.patch_size, patch_stride=self.patch_stride, pad=True,
+            in_channels=1, num_classes=self.num_classes, pool=self.pool, position=self.position,
+            transformer=self.transformer,
+        )  # fmt: skip
 
 
 class SpeechTransformer(nn.Module):
-    """Waveforms (B, samples) -> class logits (B, num_classes)."""
+    """Waveforms (B, samples) -> class logits (B, num_classes): ``front_end`` then the core ``vit``."""
 
     def __init__(self, cfg: SpeechConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        dim = cfg.transformer.dim
         self.front_end = SpeechFrontEnd(cfg.spectrogram, cfg.spec_augment)
-        self.tokenizer = SpectrogramTokenizer(cfg.spectrogram_size, cfg.patch_size, cfg.patch_stride, dim)
-        self.encoder = Encoder(cfg.transformer)
-        self.head = Linear(dim, cfg.num_classes)
-        init_weights(self.encoder, cfg.transformer.n_layers)
-        init_weights(self.head, cfg.transformer.n_layers)
+        self.vit = ViT(cfg.vit)
 
     def spectrogram(self, waves: Tensor) -> Tensor:
         """(B, samples) waveforms -> (B, F, T) log-mel features; SpecAugment-masked in training mode."""
         return self.front_end(waves)
 
-    def forward_features(self, spec: Tensor, *, maps: AttentionMaps | None = None) -> Tensor:
-        """Contextual tokens after the final norm.
-
-        Args:
-            spec: (B, F, T) log-mel spectrogram from ``spectrogram``.
-            maps: if given, each layer's (B, H, 1+N, 1+N) attention probabilities are appended.
-
-        Returns:
-            (B, 1 + N, D), [CLS] first. No mask: every token may attend to every token.
-        """
-        return self.encoder(self.tokenizer(spec), maps=maps)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """(B, 1 + N, D) features -> (B, num_classes) logits."""
-        pooled = features[:, 0] if self.cfg.pool == "cls" else features[:, 1:].mean(dim=1)
-        return self.head(pooled)
+    def image(self, waves: Tensor) -> Tensor:
+        """(B, samples) waveforms -> (B, 1, F, T): the spectrogram as the one-channel image ``vit`` reads."""
+        return self.spectrogram(waves)[:, None]
 
     def forward(self, waves: Tensor) -> Tensor:
         """(B, samples) waveforms -> (B, num_classes) logits."""
-        return self.forward_head(self.forward_features(self.spectrogram(waves)))
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameters kept out of weight decay besides norms and biases: [CLS] and positions."""
-        return {"tokenizer.cls_token", "tokenizer.pos_embed"}
+        return self.vit(self.image(waves))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

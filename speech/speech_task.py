@@ -9,7 +9,9 @@ would leave the transformer's fields (patches, stack) meaningless for the CNN an
 
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -43,8 +45,22 @@ class SpeechClassifierModule(ClassifierModule):
         return batch["label"]
 
 
+OLD_VIT_KEYS = re.compile(r"^model\.(tokenizer|encoder|head)\.")
+"""Weights of checkpoints written before the speech transformer became the core ViT over a
+spectrogram image: ``model.tokenizer.*`` is now ``model.vit.tokenizer.*``, and so on."""
+
+
+def upgrade_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``SpeechModule`` state dict of any version, with the weight names of this one."""
+    return {OLD_VIT_KEYS.sub(r"model.vit.\1.", name): value for name, value in state_dict.items()}
+
+
 class SpeechModule(SpeechClassifierModule):
-    """Spectrogram-patch transformer (``anyformer speech``)."""
+    """Spectrogram-patch transformer (``anyformer speech``).
+
+    Loads the state dicts of older checkpoints too (:func:`upgrade_state_dict`); their config
+    dicts need no change (``position`` is new and defaults to their learned positions).
+    """
 
     task_name = "speech"
 
@@ -56,6 +72,9 @@ class SpeechModule(SpeechClassifierModule):
             label_smoothing: mass spread uniformly over all classes in the cross-entropy target.
         """
         super().__init__(config, SpeechTransformer(config), optim, label_smoothing)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
 
 
 class SpeechCNNModule(SpeechClassifierModule):

@@ -9,10 +9,22 @@ from pathlib import Path
 from anyformer.core.cli.main import main as cli_main
 
 
-def run_cli(workdir: Path, args: list[str]) -> None:
-    """Run ``anyformer <args>`` with ``workdir`` as the current folder, so ``runs/`` lands there."""
+def run_cli(workdir: Path, args: list[str], expect: int = 0) -> int:
+    """Run ``anyformer <args>`` with ``workdir`` as the current folder, so ``runs/`` lands there.
+
+    ``main`` returns the exit status (2 for a usage error) instead of raising, and argparse or
+    ``--print_config`` raise ``SystemExit``: both count, and the status must equal ``expect``.
+
+    Returns:
+        The exit status (``expect``).
+    """
     with contextlib.chdir(workdir):
-        cli_main(args)
+        try:
+            code = cli_main(args)
+        except SystemExit as exit_info:
+            code = exit_info.code if isinstance(exit_info.code, int) else 1
+    assert code == expect, f"anyformer {' '.join(map(str, args))} exited with {code}, expected {expect}"
+    return code
 
 
 def read_metrics(path: Path) -> dict[str, list[float]]:

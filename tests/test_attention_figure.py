@@ -30,8 +30,11 @@ from anyformer.speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
 from anyformer.speech.speech_task import SpeechModule
 from anyformer.text.bert.bert import BertConfig
 from anyformer.text.bert.bert_task import BertClassifierModule, BertPretrainModule
-from anyformer.text.figure import MAX_TOKENS, bert_attention, gpt_attention
-from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+from anyformer.text.figure import MAX_TOKENS, bert_attention, gpt_attention, seq2seq_attention
+from anyformer.text.gpt.gpt import GPTConfig
+from anyformer.text.gpt.gpt_task import GPTModule
+from anyformer.text.seq2seq.seq2seq import Seq2SeqConfig
+from anyformer.text.seq2seq.seq2seq_task import Seq2SeqModule
 from anyformer.text.tokenizer import CharTokenizer
 from anyformer.vision.cnn import ImageCNNConfig
 from anyformer.vision.data import DIGITS, SOURCES
@@ -64,6 +67,18 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     gpt = GPTModule(GPTConfig(tokenizer.vocab_size, _stack(max_seq_len=64)))
     gpt.tokenizer = tokenizer
     paths["gpt"] = _save(gpt, root / "gpt.ckpt")
+    scaled = GPTModule(
+        GPTConfig(tokenizer.vocab_size, _stack(max_seq_len=64, position="sinusoidal"), scale_embeddings=True)
+    )
+    scaled.tokenizer = tokenizer
+    paths["gpt-scaled"] = _save(scaled, root / "gpt_scaled.ckpt")
+    # Encoder and decoder of different depths: the figure must tell their maps apart.
+    seq2seq = Seq2SeqModule(
+        Seq2SeqConfig(tokenizer.vocab_size, tokenizer.vocab_size, encoder=_stack(max_seq_len=32),
+                      decoder=_stack(3, max_seq_len=32))
+    )  # fmt: skip
+    seq2seq.src_tokenizer = seq2seq.tgt_tokenizer = tokenizer
+    paths["seq2seq"] = _save(seq2seq, root / "seq2seq.ckpt")
     bert_config = BertConfig(
         tokenizer.vocab_size, num_classes=2,
         transformer=_stack(norm_position="post", input_norm=True, max_seq_len=32, dropout=0.1, attn_dropout=0.1),
@@ -118,8 +133,9 @@ def _assert_png(path: Path) -> None:
 
 
 # -- the matrices ---------------------------------------------------------------------------
-def test_gpt_attention_is_causal_and_matches_softmax_of_the_first_layer(ckpts):
-    module = load_task(ckpts["gpt"])
+@pytest.mark.parametrize("task", ["gpt", "gpt-scaled"])
+def test_gpt_attention_is_causal_and_matches_softmax_of_the_first_layer(ckpts, task):
+    module = load_task(ckpts[task])
     text = "the lazy dog"
     attention = gpt_attention(module, text, layer=1)
     assert (attention.layer, attention.n_layers) == (0, 2)
@@ -132,7 +148,8 @@ def test_gpt_attention_is_causal_and_matches_softmax_of_the_first_layer(ckpts):
     model, block = module.model, module.model.decoder.blocks[0]
     ids = torch.tensor([module.tokenizer.encode(text)])
     with torch.no_grad():
-        x = block.norm1(model.decoder.positions(model.token_embedding(ids), 0))  # pre-norm, no input norm
+        embedded = model.token_embedding(ids) * model.embedding_scale
+        x = block.norm1(model.decoder.positions(embedded, 0))  # pre-norm, no input norm
         q, k, _ = block.attn.qkv_proj(x).view(1, len(text), 3, 2, 8).permute(2, 0, 3, 1, 4)  # 3 x (1, H, T, Dh)
         scores = q @ k.transpose(-2, -1) / math.sqrt(8)
         future = torch.ones(len(text), len(text), dtype=torch.bool).triu(1)
@@ -221,6 +238,81 @@ def test_dt_attention_over_a_short_episode_never_looks_at_padding(ckpts, inputs)
     assert torch.equal(attention.probs.triu(1), torch.zeros_like(attention.probs))
 
 
+# -- the figure draws the model's own forward -------------------------------------------------
+def _own_forward_maps(model, *inputs, head=None, **options) -> AttentionMaps:
+    """The maps of ``model.forward_features``, checked to come from the computation ``model.forward`` runs:
+    ``forward`` is ``head(forward_features)`` (default head: ``model.forward_head``)."""
+    maps = AttentionMaps()
+    with torch.no_grad():
+        features = model.forward_features(*inputs, **options, maps=maps)
+        torch.testing.assert_close(model(*inputs, **options), (head or model.forward_head)(features))
+    return maps
+
+
+@pytest.mark.parametrize("task", ["gpt", "gpt-scaled", "bert", "bert-classify"])
+def test_text_figures_draw_the_maps_of_the_models_own_forward(ckpts, task):
+    module = load_task(ckpts[task])
+    text, tokenizer = "the lazy dog", module.tokenizer
+    model = module.model
+    if task.startswith("gpt"):
+        ids = torch.tensor([tokenizer.encode(text)])
+        maps, attention = _own_forward_maps(model, ids), gpt_attention
+    else:
+        ids = torch.tensor([[tokenizer.cls_id, *tokenizer.encode(text), tokenizer.sep_id]])
+        keep = torch.ones_like(ids, dtype=torch.bool)
+        # pretraining: forward is the features (its MLM and NSP heads are separate calls)
+        head = (lambda hidden: model.forward_head(hidden, keep)) if task == "bert-classify" else (lambda hidden: hidden)
+        maps, attention = _own_forward_maps(model, ids, torch.zeros_like(ids), keep, head=head), bert_attention
+    assert len(maps.self_attn) == 2
+    for layer, expected in enumerate(maps.self_attn, 1):
+        torch.testing.assert_close(attention(module, text, layer).probs, expected[0], rtol=0, atol=0)
+    if task == "gpt-scaled":  # a figure that skipped the embedding scale would draw another network
+        unscaled = AttentionMaps()
+        with torch.no_grad():
+            model.decoder(model.token_embedding(ids), maps=unscaled)
+        assert not torch.allclose(unscaled.self_attn[-1][0], gpt_attention(module, text).probs, atol=1e-3)
+
+
+@pytest.mark.parametrize("target", [None, "le chien dort"])
+def test_seq2seq_figure_draws_the_maps_of_the_models_own_forward(ckpts, target):
+    module = load_task(ckpts["seq2seq"])
+    tokenizer, source = module.src_tokenizer, "the dog"
+    attention = seq2seq_attention(module, source, target)
+    if target is None:  # the model's own greedy translation, as `anyformer translate` gives it
+        assert module.detokenize(attention.target_ids) == module.translate([source], strategy="greedy")[0]
+    else:
+        assert attention.target_ids == tokenizer.encode(target)
+    source_ids = torch.tensor([[*tokenizer.encode(source), tokenizer.token_id("<|endoftext|>")]])
+    target_in = torch.tensor([[tokenizer.cls_id, *attention.target_ids]])  # BOS + target
+    keep = torch.ones_like(source_ids, dtype=torch.bool)
+    maps = _own_forward_maps(module.model, source_ids, target_in, source_keep=keep)
+    assert (len(maps.self_attn), len(maps.cross_attn)) == (2 + 3, 3)  # encoder layers, then decoder layers
+    assert attention.encoder.labels == [*source, "<|endoftext|>"]
+    assert attention.cross.key_labels == attention.encoder.labels
+    assert attention.decoder.labels == attention.cross.labels == [tokenizer.decode([i]) for i in target_in[0].tolist()]
+    for layer in (1, 2):
+        drawn = seq2seq_attention(module, source, target, layer)
+        torch.testing.assert_close(drawn.encoder.probs, maps.self_attn[layer - 1][0], rtol=0, atol=0)
+        torch.testing.assert_close(drawn.decoder.probs, maps.self_attn[2 + layer - 1][0], rtol=0, atol=0)
+        torch.testing.assert_close(drawn.cross.probs, maps.cross_attn[layer - 1][0], rtol=0, atol=0)
+    # the default is the last layer of each stack: 2 of the encoder, 3 of the decoder
+    torch.testing.assert_close(attention.encoder.probs, maps.self_attn[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(attention.decoder.probs, maps.self_attn[4][0], rtol=0, atol=0)
+    torch.testing.assert_close(attention.cross.probs, maps.cross_attn[2][0], rtol=0, atol=0)
+    _assert_rows_are_distributions(attention.cross.probs)
+    assert torch.equal(attention.decoder.probs.triu(1), torch.zeros_like(attention.decoder.probs))
+
+
+def test_dt_figure_draws_the_maps_of_the_models_own_forward(ckpts, inputs):
+    module = load_task(ckpts["dt"])
+    window, _ = file_window(module, inputs["short"])  # left-padded: the keep mask is exercised too
+    steps = [window[name] for name in ("returns_to_go", "states", "actions", "timesteps")]
+    maps = _own_forward_maps(module.model, *steps, keep=window["keep"])
+    assert len(maps.self_attn) == 2
+    for layer, expected in enumerate(maps.self_attn, 1):
+        torch.testing.assert_close(dt_attention(module, window, layer).probs, expected[0], rtol=0, atol=0)
+
+
 def test_layer_index():
     assert [layer_index(3, None), layer_index(3, 1), layer_index(3, 3)] == [2, 0, 2]
     for bad in (0, 4, -1):
@@ -235,6 +327,7 @@ def test_layer_index():
         ("gpt", None, []), ("gpt", "the $5 dog\n", ["--layer", "1"]), ("bert", "the dog", []),
         ("bert-classify", None, []), ("vit", "image", []), ("vit", None, ["--layer", "1"]),
         ("speech", "clip", []), ("dt", None, []), ("dt", "short", ["--layer", "1"]),
+        ("seq2seq", None, []), ("seq2seq", "the dog ||| le chien", ["--layer", "1"]),
     ],
 )  # fmt: skip
 def test_command_writes_a_png(ckpts, inputs, tmp_path, capsys, task, source, extra):
@@ -257,7 +350,8 @@ def test_command_writes_a_png(ckpts, inputs, tmp_path, capsys, task, source, ext
         ("dt", ["{missing}.npz"], "trajectory file not found"),
         ("gpt", [" "], "INPUT is an empty sentence"),
         ("bert", ["--layer", "3"], "--layer 3 is out of range: the checkpoint has layers 1..2"),
-        ("gpt", ["--out", "{missing}/figure.png"], "does not exist"),
+        ("seq2seq", ["--layer", "3"], "--layer 3 is out of range: the checkpoint has layers 1..2"),
+        ("seq2seq", ["the dog |||"], "INPUT has nothing after '|||'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_no_file(ckpts, tmp_path, capsys, task, args, needle):
@@ -270,6 +364,13 @@ def test_bad_input_is_one_line_exit_2_and_no_file(ckpts, tmp_path, capsys, task,
     assert len(lines) == 1 and lines[0].startswith("anyformer attention: error: ") and needle in lines[0], lines
     assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_into_a_new_folder_creates_it(ckpts, tmp_path, capsys):
+    out = tmp_path / "new" / "nested" / "figure.png"
+    assert anyformer(["attention", "--ckpt", str(ckpts["gpt"]), "--out", str(out)]) == 0
+    _assert_png(out)
+    capsys.readouterr()
 
 
 def test_run_name_draws_into_the_run_folder_and_records_the_run(ckpts, tmp_path, monkeypatch, capsys):

@@ -29,15 +29,14 @@ from anyformer.core.cli.errors import UsageError
 from anyformer.core.cli.main import main
 from anyformer.core.cli.tasks import TASKS, TOOLS
 from anyformer.core.config import TransformerConfig
+from anyformer.core.patches import patchify, unpatchify
 from anyformer.core.train.checkpoint import CheckpointError, load_task, read_checkpoint
 from anyformer.rl.envs import make_env
 from anyformer.rl.trajectories import Trajectories, TrajectoryFormatError, load_trajectories, save_trajectories
 from anyformer.speech.audio import AudioError, load_audio
-from anyformer.speech.tokenizer import SpectrogramTokenizer, unpatchify
 from anyformer.text.corpus import load_corpus
 from anyformer.text.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 from anyformer.vision.classify import InputError, read_image
-from anyformer.vision.tokenizer import patchify
 
 RATE = 8000
 """Sample rate of the tiny speech checkpoint."""
@@ -70,7 +69,8 @@ def _checkpoints(root: Path) -> dict[str, Path]:
     from anyformer.speech.features import SpectrogramConfig
     from anyformer.speech.model import SpeechConfig
     from anyformer.speech.speech_task import SpeechModule
-    from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+    from anyformer.text.gpt.gpt import GPTConfig
+    from anyformer.text.gpt.gpt_task import GPTModule
     from anyformer.vision.vit import ViTConfig
     from anyformer.vision.vit_task import ViTModule
 
@@ -205,11 +205,12 @@ def _nan_image(p: SimpleNamespace) -> None:
     module(images)
 
 
-def _nan_spectrogram(p: SimpleNamespace) -> None:
-    spec = torch.zeros(3, 16, 20)
-    spec[0, 2, 2] = float("inf")
-    spec[2, 5, 5] = float("nan")
-    SpectrogramTokenizer((16, 20), 4, None, dim=8)(spec)
+def _nan_waveform(p: SimpleNamespace) -> None:
+    module = load_task(p.speech, tasks=("speech",))
+    waves = torch.zeros(3, module.config.spectrogram.n_samples)
+    waves[0, 2] = float("inf")
+    waves[2, 5] = float("nan")
+    module(waves)
 
 
 def _unjsonable_meta_save(p: SimpleNamespace) -> None:
@@ -283,8 +284,7 @@ CASES = [
     # -- anyformer collect / rollout / translate ----------------------------------------------------
     cli("collect-unknown-env", [*COLLECT, "--env", "NoSuchEnv-v9", "--out", "{existing_npz}"], UNKNOWN_ENV,
         "supported families", keeps=("existing_npz",)),
-    cli("collect-out-folder-missing", [*COLLECT, "--env", "CartPole-v1", "--out", "{missing_dir_out}"],
-        "output folder", "does not exist"),
+    accepted("collect-into-a-new-folder", [*COLLECT, "--env", "CartPole-v1", "--out", "{missing_dir_out}"]),
     cli("rollout-unknown-env", [*ROLL, "--env", "NoSuchEnv-v9", "--frames", "{existing_png}"], UNKNOWN_ENV, "supported",
         keeps=("existing_png",)),
     cli("rollout-env-mismatch", [*ROLL, "--env", "MountainCar-v0"], "'MountainCar-v0'", "shape (2,)", "(4,)"),
@@ -320,7 +320,7 @@ CASES = [
     api("api-env-unknown", lambda p: make_env("NoSuchEnv-v9"), ValueError, "'NoSuchEnv-v9'", "supported"),
     # -- APIs: tensors ----------------------------------------------------------------------------
     api("api-nan-image-tensor", _nan_image, ValueError, "1 of 2 images", "NaN or infinite"),
-    api("api-nan-spectrogram", _nan_spectrogram, ValueError, "2 of 3 spectrograms", "NaN"),
+    api("api-nan-waveform", _nan_waveform, ValueError, "2 of 3 waveforms", "NaN"),
     api("api-image-wrong-channels", lambda p: load_task(p.vit)(torch.zeros(1, 3, 8, 8)), ValueError,
         "(B, 1, H, W)", "(1, 3, 8, 8)"),
     api("api-patchify-not-divisible", lambda p: patchify(torch.zeros(1, 1, 9, 8), 4), ValueError, "9x8", "4"),

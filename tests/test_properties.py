@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from anyformer.core import Decoder, Encoder, TransformerConfig, causal_mask, lengths_to_keep, merge_masks, padding_mask
-from anyformer.speech.tokenizer import SpectrogramTokenizer, patchify, unpatchify
+from anyformer.core.patches import PatchTokenizer, patchify, unpatchify
 
 PROPERTY = settings(max_examples=25, deadline=None)
 POSITIONS = st.sampled_from(["none", "sinusoidal", "learned", "rope"])
@@ -123,7 +123,7 @@ def test_unpatchify_inverts_spectrogram_patchify_exactly(
     batch: int, patch: tuple[int, int], grid: tuple[int, int], seed: int
 ) -> None:
     size = (grid[0] * patch[0], grid[1] * patch[1])  # divisible: no padding, no overlap
-    spec = torch.randn(batch, *size, generator=torch.Generator().manual_seed(seed))
+    spec = torch.randn(batch, 1, *size, generator=torch.Generator().manual_seed(seed))
     patches = patchify(spec, patch, patch)
     assert patches.shape == (batch, grid[0] * grid[1], patch[0] * patch[1])
     assert torch.equal(unpatchify(patches, size, patch, patch), spec)
@@ -142,9 +142,9 @@ def test_overlapping_patches_round_trip_and_are_what_the_tokenizer_projects(
 ) -> None:
     stride = (max(1, patch[0] - stride_cut[0]), max(1, patch[1] - stride_cut[1]))  # <= patch: overlap allowed
     torch.manual_seed(seed)
-    spec = torch.randn(2, *size, dtype=torch.float64)
-    patches = patchify(spec, patch, stride)
+    spec = torch.randn(2, 1, *size, dtype=torch.float64)
+    patches = patchify(spec, patch, stride, pad=True)
     torch.testing.assert_close(unpatchify(patches, size, patch, stride), spec, rtol=0, atol=1e-12)
-    tokenizer = SpectrogramTokenizer(size, patch, stride, dim=8).double()
+    tokenizer = PatchTokenizer(size, patch, 1, dim=8, stride=stride, pad=True).double()
     weight = tokenizer.proj.weight.reshape(8, -1)  # (D, Pf*Pt), the (band, frame) order of patchify
     torch.testing.assert_close(tokenizer.embed_patches(spec), patches @ weight.T + tokenizer.proj.bias)

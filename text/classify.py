@@ -17,7 +17,8 @@ from typing import TextIO
 import torch
 
 from anyformer.core.train.checkpoint import load_task
-from anyformer.text.bert.data import encode_sentence, pad_batch
+from anyformer.text.batching import pad_batch
+from anyformer.text.sentence_encoding import encode_sentence
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,15 @@ from PIL import Image
 from torch import Tensor
 
 from anyformer.core.attention import AttentionMaps
+from anyformer.core.cli.attention import layer_index
 from anyformer.core.cli.classify import attention_map_path, error
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.patches import patch_grid, to_pair
 from anyformer.core.rollout import patch_relevance
 from anyformer.core.train.atomic import atomic_open
+from anyformer.core.train.base import TaskModule
 from anyformer.core.train.checkpoint import load_task
 from anyformer.vision.overlay import overlay_heatmap
-from anyformer.vision.tokenizer import check_divisible, to_2tuple
 from anyformer.vision.vit import ViT
 
 IMAGE_MODES = {1: "L", 3: "RGB"}
@@ -39,7 +41,9 @@ class InputError(UsageError):
     """A file that cannot be classified; the message names it."""
 
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int] | None, patch_size: int) -> Image.Image:
+def read_image(
+    path: str | Path, channels: int, size: tuple[int, int] | None, patch_size: int | tuple[int, int]
+) -> Image.Image:
     """Open an image as the model's channels, resized to (H, W) ``size`` (None: keep its size).
 
     Raises:
@@ -62,7 +66,8 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None, pa
         raise InputError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
     if size is None:
         try:
-            check_divisible((image.height, image.width), patch_size)
+            patch = to_pair(patch_size)
+            patch_grid((image.height, image.width), patch, patch)
         except ValueError as err:
             raise InputError(f"{path}: {err}") from None
         return image
@@ -77,6 +82,28 @@ def to_tensor(image: Image.Image, mean: list[float], std: list[float]) -> Tensor
     return ((pixels - mean_t) / std_t)[None]
 
 
+@torch.no_grad()
+def vit_rollout(module: TaskModule, image: Image.Image, layer: int | None = None) -> tuple[Tensor, Tensor]:
+    """Attention rollout of the image summary through layers 1..L, read from the model's own
+    ``forward_features(..., maps=...)``.
+
+    Args:
+        module: a ``vit`` module.
+        image: an image with the model's channels and a size its patches cover.
+        layer: L, 1-based (None: every layer).
+
+    Returns:
+        The (Gh, Gw) relevance of each patch, scaled to [0, 1], and the (num_classes,) logits.
+    """
+    model = module.model
+    index = layer_index(model.cfg.transformer.n_layers, layer)
+    maps = AttentionMaps()
+    model.eval()
+    logits = model.forward_head(model.forward_features(to_tensor(image, module.mean, module.std), maps=maps))
+    grid = model.tokenizer.grid((image.height, image.width))
+    return patch_relevance(maps.self_attn[: index + 1], grid, model.cfg.pool)[0], logits[0]
+
+
 def classify_images(args: argparse.Namespace) -> int:
     """Print the top-k labels of each image; optionally (ViT) write attention-rollout overlays."""
     module = load_task(args.ckpt, tasks=IMAGE_TASKS)
@@ -85,7 +112,7 @@ def classify_images(args: argparse.Namespace) -> int:
     if args.attention_map and not is_vit:
         raise UsageError(f"--attention-map needs a 'vit' checkpoint; {args.ckpt} is {module.task_name!r}")
     patch_size = cfg.patch_size if is_vit else 1  # the CNN takes any size
-    size = None if args.keep_size else to_2tuple(cfg.image_size)
+    size = None if args.keep_size else to_pair(cfg.image_size)
     top_k = min(args.top_k, cfg.num_classes)
     status = 0
     for path in args.inputs:
@@ -95,17 +122,16 @@ def classify_images(args: argparse.Namespace) -> int:
             error(str(err))
             status = 2
             continue
-        maps = AttentionMaps() if args.attention_map else None
-        pixels = to_tensor(image, module.mean, module.std)
-        with torch.no_grad():
-            logits = model(pixels) if maps is None else model.forward_head(model.forward_features(pixels, maps=maps))
-        probs, indices = logits.softmax(dim=-1)[0].topk(top_k)
+        if args.attention_map:
+            heat, logits = vit_rollout(module, image)
+        else:
+            with torch.no_grad():
+                logits = model(to_tensor(image, module.mean, module.std))[0]
+        probs, indices = logits.softmax(dim=-1).topk(top_k)
         print(path)
         for prob, index in zip(probs.tolist(), indices.tolist()):
             print(f"  {prob:.4f}  {module.class_names[index]}")
-        if maps is not None:
-            grid = check_divisible((image.height, image.width), cfg.patch_size)
-            heat = patch_relevance(maps.self_attn, grid, cfg.pool)[0]
+        if args.attention_map:
             out = attention_map_path(args.attention_map, path, len(args.inputs) > 1)
             try:
                 image_format = Image.registered_extensions().get(out.suffix.lower(), "PNG")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from anyformer.core.baselines import conv_block
-from anyformer.vision.tokenizer import to_2tuple
+from anyformer.core.patches import to_pair
 
 
 @dataclass
@@ -36,10 +36,8 @@ class ImageCNNConfig:
         for name in ("in_channels", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ImageCNNConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.image_size, int):
-            self.image_size = to_2tuple(self.image_size)
-        if min(to_2tuple(self.image_size)) < 1:
-            raise ValueError(f"ImageCNNConfig.image_size must be >= 1, got {self.image_size!r}")
+        size = to_pair(self.image_size, "ImageCNNConfig.image_size")  # validates
+        self.image_size = self.image_size if isinstance(self.image_size, int) else size
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"ImageCNNConfig.channels must be a non-empty list of ints >= 1, got {self.channels!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -1,4 +1,4 @@
-"""The image side of ``anyformer attention``: a ViT's attention rollout (``anyformer.vision.rollout``) over
+"""The image side of ``anyformer attention``: a ViT's attention rollout (``anyformer.core.rollout``) over
 the patches of one image, next to the image itself.
 
 Without an INPUT image the first test image of the checkpoint's dataset is drawn. The checkpoint
@@ -14,15 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 
-from anyformer.core.attention import AttentionMaps
 from anyformer.core.cli.attention import figure_title, layer_index, rollout_span
 from anyformer.core.cli.errors import UsageError
-from anyformer.core.rollout import patch_relevance
-from anyformer.vision.classify import IMAGE_MODES, read_image, to_tensor
+from anyformer.core.patches import to_pair
+from anyformer.vision.classify import IMAGE_MODES, read_image, vit_rollout
 from anyformer.vision.overlay import overlay_heatmap
-from anyformer.vision.tokenizer import check_divisible, to_2tuple
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -71,30 +68,9 @@ def default_test_image(module: TaskModule) -> tuple[Image.Image, str]:
         images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
     first = images[0].numpy()
     image = Image.fromarray(first[0]) if first.shape[0] == 1 else Image.fromarray(first.transpose(1, 2, 0))
-    height, width = to_2tuple(module.config.image_size)
+    height, width = to_pair(module.config.image_size)
     image = image.convert(IMAGE_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
     return image, f"{source} test image 0"
-
-
-@torch.no_grad()
-def vit_rollout(module: TaskModule, image: Image.Image, layer: int | None = None) -> tuple[Tensor, Tensor]:
-    """Attention rollout of the image summary through layers 1..L.
-
-    Args:
-        module: a ``vit`` module.
-        image: an image with the model's channels, sides multiples of the patch size.
-        layer: L, 1-based (None: every layer).
-
-    Returns:
-        The (Gh, Gw) relevance of each patch, scaled to [0, 1], and the (num_classes,) logits.
-    """
-    model, cfg = module.model, module.config
-    index = layer_index(cfg.transformer.n_layers, layer)
-    maps = AttentionMaps()
-    model.eval()
-    logits = model.forward_head(model.forward_features(to_tensor(image, module.mean, module.std), maps=maps))
-    grid = check_divisible((image.height, image.width), cfg.patch_size)
-    return patch_relevance(maps.self_attn[: index + 1], grid, cfg.pool)[0], logits[0]
 
 
 def vit_figure(module: TaskModule, source: str | None, layer: int | None) -> Figure:
@@ -107,7 +83,7 @@ def vit_figure(module: TaskModule, source: str | None, layer: int | None) -> Fig
     if source is None:
         image, name = default_test_image(module)
     else:
-        image, name = read_image(source, cfg.in_channels, to_2tuple(cfg.image_size), cfg.patch_size), source
+        image, name = read_image(source, cfg.in_channels, to_pair(cfg.image_size), cfg.patch_size), source
     heat, logits = vit_rollout(module, image, layer)
     prob, label = logits.softmax(-1).max(-1)
     overlay = overlay_heatmap(image, heat)

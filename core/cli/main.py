@@ -40,6 +40,35 @@ def _config_stem(args: list[str]) -> str | None:
     return stem
 
 
+def packaged(path: str | Path) -> Path:
+    """``path`` if it exists from the current folder; else, for ``experiments/...``, the same file
+    inside the installed ``anyformer.experiments`` package when it is there.
+
+    So ``--config experiments/text/gpt_demo.yaml`` and ``anyformer experiment NAME`` work from any
+    folder, while the commands keep the path as written (run records stay the same from the
+    repository root).
+    """
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("experiments",):
+        return path
+    import anyformer.experiments  # the package's __init__ only: no domain, no torch
+
+    inside = Path(anyformer.experiments.__file__).resolve().parent.joinpath(*path.parts[1:])
+    return inside if inside.exists() else path
+
+
+def _packaged_configs(args: list[str]) -> list[str]:
+    """``--config experiments/...`` that is not there from the current folder -> the packaged copy
+    (:func:`packaged`), so packaged configs work from any folder."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = str(packaged(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + str(packaged(arg.split("=", 1)[1]))
+    return out
+
+
 def _pop_run_name(args: list[str]) -> tuple[str | None, list[str]]:
     """Take the suite's own ``--run-name NAME`` out of the LightningCLI arguments."""
     rest, name = [], None
@@ -86,6 +115,7 @@ def run_task(task: str, args: list[str]) -> None:
     run_name, args = _pop_run_name(args)
     compile_model, args = _pop_compile(args)
     run_name = run_name or _config_stem(args) or task
+    args = _packaged_configs(args)  # after the run name: it comes from the config as written
     # fit logs into runs/<name>/; validate/test/predict into runs/<name>/<subcommand>/, so they
     # never overwrite the training curves (CSVLogger clears a non-empty log folder).
     log_version = "" if not args or args[0] == "fit" else args[0]

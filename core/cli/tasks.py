@@ -22,7 +22,9 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {
     "gpt": TaskSpec(
-        "anyformer.text.gpt.gpt:GPTModule", "anyformer.text.gpt.data:TextDataModule", "GPT causal language model (text)"
+        "anyformer.text.gpt.gpt_task:GPTModule",
+        "anyformer.text.gpt.data:TextDataModule",
+        "GPT causal language model (text)",
     ),
     "vit": TaskSpec(
         "anyformer.vision.vit_task:ViTModule",
@@ -36,7 +38,7 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "bert-classify": TaskSpec(
         "anyformer.text.bert.bert_task:BertClassifierModule",
-        "anyformer.text.bert.data:TextClassificationDataModule",
+        "anyformer.text.classification_data:TextClassificationDataModule",
         "BERT classifier",
     ),
     "dt": TaskSpec(
@@ -69,7 +71,7 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "text-bow": TaskSpec(
         "anyformer.text.baselines.bow:BagOfWordsModule",
-        "anyformer.text.bert.data:TextClassificationDataModule",
+        "anyformer.text.classification_data:TextClassificationDataModule",
         "bag-of-words baseline (text classifier)",
     ),
     "vision-cnn": TaskSpec(
@@ -102,6 +104,14 @@ TOOLS: dict[str, tuple[str, str]] = {
     "report": (
         "anyformer.experiments.report:main",
         "regenerate experiments/results/RESULTS.md and plots from the run logs",
+    ),
+    "demo": (
+        "anyformer.experiments.demo:main",
+        "the main job: every task at a tiny size, offline, one output each",
+    ),
+    "data": (
+        "anyformer.core.data.cli:main",
+        "list the datasets and where they are read from; fetch one ahead of time",
     ),
 }
 

@@ -22,13 +22,15 @@ def _default_file_mode() -> int:
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file for writing that replaces ``path`` when the block exits cleanly.
 
-    The temporary file lies in the same folder (``os.replace`` is only atomic within one file
-    system), is flushed and fsynced, then renamed over ``path``. If the block raises, the
-    temporary file is removed and an existing ``path`` is left untouched. The new file gets the
-    permissions of a file made by ``open()`` (``mkstemp`` alone would leave it private, 0600).
+    Missing parent folders of ``path`` are created first, so every tool that writes through here
+    accepts an output in a new folder (``--out data/set.npz``). The temporary file lies in the same
+    folder (``os.replace`` is only atomic within one file system), is flushed and fsynced, then
+    renamed over ``path``. If the block raises, the temporary file is removed and an existing
+    ``path`` is left untouched (the folders made for it stay). The new file gets the permissions of
+    a file made by ``open()`` (``mkstemp`` alone would leave it private, 0600).
 
     Args:
-        path: Destination file; its folder must exist.
+        path: Destination file; its folder is created if missing.
         mode: ``"wb"`` or ``"w"``.
         encoding: Text encoding for ``mode="w"``.
 
@@ -38,6 +40,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode={mode!r} must be 'w' or 'wb'")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, encoding=encoding) as tmp:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import inspect
+import logging
 import math
 import typing
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.parsing import collect_init_args
 from torch import nn
 
 from anyformer.core.train.atomic import atomic_open
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -94,6 +99,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def dataclass_type(hint: Any) -> type | None:
+    """The dataclass of a type hint (``Config`` or ``Config | None``), or None."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint
+    options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if len(options) == 1 and dataclasses.is_dataclass(options[0]) and isinstance(options[0], type):
+        return options[0]
+    return None
+
+
 def dataclass_from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Rebuild a (possibly nested) config dataclass from ``dataclasses.asdict`` output."""
     hints = typing.get_type_hints(cls)
@@ -101,9 +116,37 @@ def dataclass_from_dict(cls: type, values: dict[str, Any]) -> Any:
     for field in dataclasses.fields(cls):
         if field.name not in values:
             continue
-        value, hint = values[field.name], hints[field.name]
-        kwargs[field.name] = dataclass_from_dict(hint, value) if dataclasses.is_dataclass(hint) else value
+        value, nested = values[field.name], dataclass_type(hints[field.name])
+        kwargs[field.name] = dataclass_from_dict(nested, value) if nested and isinstance(value, dict) else value
     return cls(**kwargs)
+
+
+def plain_hparam(value: Any) -> Any:
+    """An init argument as checkpoint-safe data (``torch.load(weights_only=True)`` reads it back):
+    dataclasses become dicts; containers of plain values stay; anything else raises TypeError."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_hparam(item) for item in value)
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: plain_hparam(item) for key, item in value.items()}
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def init_kwargs(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Saved hyperparameters -> ``cls.__init__`` keyword arguments: dicts of an argument typed as a
+    config dataclass (``config``, ``optim``) become that dataclass again."""
+    hints = typing.get_type_hints(cls.__init__)
+    kwargs = dict(hparams)
+    for name, value in hparams.items():
+        config_class = dataclass_type(hints.get(name))
+        if config_class is not None and isinstance(value, dict):
+            kwargs[name] = dataclass_from_dict(config_class, value)
+    return kwargs
 
 
 class TaskModule(pl.LightningModule):
@@ -115,15 +158,67 @@ class TaskModule(pl.LightningModule):
     inference needs, and may declare ``data_links`` (data-module attribute -> model argument)
     that the CLI wires up, so sizes known only once the data exists (vocab_size, num_classes)
     are never typed twice.
+
+    The arguments of the subclass's constructor are saved as Lightning hyperparameters (config
+    dataclasses as dicts, so ``torch.load(weights_only=True)`` reads them), so
+    ``Module.load_from_checkpoint(path)`` rebuilds the module without the training config; the
+    tokenizer and labels come back from the checkpoint's inference state.
     """
 
     task_name: ClassVar[str] = ""
     data_links: ClassVar[dict[str, str]] = {}
+    hparams_ignore: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments not saved as hyperparameters: ones only training uses (a path to
+    initial weights), which the checkpoint's own weights replace."""
 
     def __init__(self, config: Any, optim: OptimConfig | None = None) -> None:
         super().__init__()
         self.config = config
         self.optim = optim or OptimConfig()
+        self.save_hyperparameters(self._constructor_hparams(inspect.currentframe()), logger=False)
+
+    def _constructor_hparams(self, frame: Any) -> dict[str, Any]:
+        """The arguments the most derived ``__init__`` was called with, as plain data.
+
+        Lightning walks the ``__init__`` frames from here outwards; the last one is the call that
+        built this object, so its arguments rebuild it. An argument that is not plain data (a
+        module handed in) is left out, with a warning: such a module cannot be reloaded alone.
+        """
+        calls = collect_init_args(frame, [], classes=(TaskModule,))
+        hparams = {}
+        for name, value in (calls[-1] if calls else {}).items():
+            if name in self.hparams_ignore:
+                continue
+            try:
+                hparams[name] = plain_hparam(value)
+            except TypeError as err:
+                logger.warning("%s: argument %r is not saved as a hyperparameter (%s)", type(self).__name__, name, err)
+        return hparams
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> TaskModule:
+        """``LightningModule.load_from_checkpoint`` that rebuilds the config dataclasses.
+
+        The saved hyperparameters are plain dicts; the arguments typed as dataclasses are rebuilt
+        here and handed to Lightning as keyword arguments (``kwargs`` still override them). A
+        checkpoint written before hyperparameters were saved is rebuilt from its ``anyformer``
+        section (config and optimizer).
+        """
+        mmap = isinstance(checkpoint_path, (str, Path))  # a file object cannot be memory-mapped
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=mmap)
+        hparams = saved.get(cls.CHECKPOINT_HYPER_PARAMS_KEY)
+        if hparams is None and "anyformer" in saved:
+            hparams = {"config": saved["anyformer"]["config"], "optim": saved["anyformer"]["optim"]}
+        del saved
+        kwargs = {**init_kwargs(cls, hparams or {}), **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     # -- inference state -------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -141,6 +236,12 @@ class TaskModule(pl.LightningModule):
 
     def load_inference_state(self, state: dict[str, Any]) -> None:
         """Restore what ``inference_state`` saved."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # ``load_from_checkpoint`` builds a fresh module: give it the tokenizer and labels. A fit
+        # resumed by a trainer has read them from its data module already.
+        if self._trainer is None and "anyformer" in checkpoint:
+            self.load_inference_state(checkpoint["anyformer"]["inference"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A finite loss can still give inf gradients and so non-finite weights; refusing to save

@@ -41,7 +41,17 @@ STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 """``finished``: fit reached max_steps/max_epochs; ``stopped``: ended early (e.g. early stopping);
 ``failed``/``interrupted``: an exception / Ctrl-C; ``running``: started, not ended (or killed)."""
 
-REPO = Path(__file__).resolve().parents[1]
+
+def _checkout() -> Path | None:
+    """The git checkout this code runs from (core/train/ -> the repository root), or None when it
+    was installed from a wheel: then site-packages may lie inside some other repository, whose
+    commit says nothing about this code."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / ".git").exists() and (root / "pyproject.toml").is_file() else None
+
+
+REPO = _checkout()
+"""The repository root of an editable install or a source checkout; None for a wheel install."""
 
 
 def utc_now() -> str:
@@ -74,8 +84,11 @@ def machine(device: torch.device | None = None) -> dict[str, Any]:
     }
 
 
-def git_state(repo: Path = REPO) -> dict[str, Any]:
-    """Commit of the code that runs, and whether tracked files differ from it (None outside git)."""
+def git_state(repo: Path | None = REPO) -> dict[str, Any]:
+    """Commit of the code that runs, and whether tracked files differ from it (None outside git,
+    and for a wheel install, ``repo=None``)."""
+    if repo is None:
+        return {"commit": None, "dirty": None}
 
     def git(*args: str) -> str | None:
         try:

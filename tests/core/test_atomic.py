@@ -62,3 +62,21 @@ def test_bad_mode_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"mode='a' must be 'w' or 'wb'"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_both_writers_create_missing_parent_folders(tmp_path, umask_027):
+    atomic_write_text(tmp_path / "a" / "b" / "t.txt", "x")
+    with atomic_open(tmp_path / "c" / "d.npz") as file:
+        np.savez_compressed(file, a=np.arange(2))
+    assert (tmp_path / "a" / "b" / "t.txt").read_text() == "x"
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "d.npz")["a"], np.arange(2))
+    # the folders get the mode mkdir gives (0o777 minus the umask), and no temporary file is left
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o777 & ~umask_027
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["d.npz"]
+
+
+def test_a_parent_that_is_a_file_is_an_os_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(OSError):
+        atomic_write_text(tmp_path / "taken" / "t.txt", "x")
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"

@@ -19,7 +19,6 @@ def test_out_of_range_ids_name_what_they_are_the_bound_and_the_range_seen():
 
 
 def test_the_check_off_the_cpu_never_reads_the_device_back():
-    """A host read would stall the GPU every step; a meta tensor cannot be read at all, so reading it raises."""
-    check_index_range(torch.tensor([[0, 99]], device="meta"), 11)  # no host read, so no error here
-    with pytest.raises(RuntimeError):
-        bool(torch.tensor([True], device="meta").all())  # what a host read of a meta tensor does
+    """A host read would stall the GPU every step. A meta tensor has no data to read back, so the
+    check passes here only because it queues a device assert instead of reading the range."""
+    check_index_range(torch.tensor([[0, 99]], device="meta"), 11)

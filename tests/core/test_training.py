@@ -66,7 +66,8 @@ def test_no_weight_decay_of_a_submodule_reaches_param_groups_with_its_prefix():
 
 
 def test_gpt_decays_exactly_its_linear_matrices_and_the_tied_embedding_once():
-    from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+    from anyformer.text.gpt.gpt import GPTConfig
+    from anyformer.text.gpt.gpt_task import GPTModule
 
     module = GPTModule(GPTConfig(vocab_size=40, transformer=TransformerConfig(dim=16, n_layers=2, n_heads=2)))
     decayed, kept = _group_names(module)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from anyformer.core.train.checkpoint import load_task
-from anyformer.text.gpt.gpt import GPTConfig, GPTModule
+from anyformer.text.gpt.gpt import GPTConfig
+from anyformer.text.gpt.gpt_task import GPTModule
 from tests.reliability.tiny_gpt import DtypeProbe, GradientProbe, fit, fit_args, read_rows, weights, write_corpus
 
 

@@ -5,6 +5,7 @@ from anyformer.rl.collect import collect, main
 from anyformer.rl.envs import MINATAR_MAX_EPISODE_STEPS, env_spec_summary, make_env
 from anyformer.rl.experts import MIXTURE, PolicySpec, plan_episodes
 from anyformer.rl.trajectories import ARRAY_FIELDS, load_trajectories
+from tests.helpers import run_cli
 
 
 def test_unknown_env_id_names_the_id_and_the_supported_families():
@@ -109,6 +110,23 @@ def test_cli_writes_a_loadable_file_and_prints_one_summary_line(tmp_path, capsys
     assert len(lines) == 1 and "2 episodes, 1000 steps, return mean 500.0" in lines[0]
     data = load_trajectories(out)
     assert data.meta["seed"] == 4 and data.meta["policy"] == "expert"
+
+
+def test_cli_creates_the_missing_folders_of_its_output(tmp_path, capsys):
+    """The README's `anyformer collect ... --out data/cartpole_mixed.npz` in a fresh checkout (no data/)."""
+    argv = ["collect", "--env", "CartPole-v1", "--policy", "random", "--episodes", "2", "--seed", "0"]
+    run_cli(tmp_path, [*argv, "--out", "data/nested/cartpole_mixed.npz"])
+    assert capsys.readouterr().out.startswith("data/nested/cartpole_mixed.npz: CartPole-v1 random, 2 episodes")
+    assert len(load_trajectories(tmp_path / "data" / "nested" / "cartpole_mixed.npz")) == 2
+    assert [path.name for path in (tmp_path / "data" / "nested").iterdir()] == ["cartpole_mixed.npz"]
+
+
+def test_cli_output_under_a_file_exits_with_status_1(tmp_path, capsys):
+    (tmp_path / "data").write_text("a file where the folder should be")
+    argv = ["collect", "--env", "CartPole-v1", "--policy", "random", "--episodes", "1", "--out", "data/x.npz"]
+    run_cli(tmp_path, argv, expect=1)
+    assert capsys.readouterr().err.startswith("anyformer collect: error: cannot write data/x.npz: ")
+    assert (tmp_path / "data").read_text() == "a file where the folder should be"
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,16 @@
+import ast
+import inspect
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
 from anyformer.rl.data import TrajectoryWindows
 from anyformer.rl.dt import DecisionTransformer, DTConfig
-from anyformer.rl.tokenizer import TrajectoryTokenizer
+from anyformer.rl.tokenizer import TrajectoryTokenizer, TrajectoryTokenizerConfig
 from anyformer.rl.trajectories import Trajectories, returns_to_go
 
 K = 5
@@ -209,3 +213,57 @@ def test_timesteps_outside_the_embedding_are_an_error():
     inputs["timesteps"][0, -1] = cfg.max_timestep
     with pytest.raises(ValueError, match=r"timesteps must be in \[0, max_timestep=50\)"):
         model_for(cfg)(**inputs)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"behavior_cloning": True}, {"obs_shape": (4, 10, 10), "obs_kind": "frame", "frame_channels": 8},
+     {"action_kind": "continuous", "n_actions": 0, "action_dim": 2}],
+)  # fmt: skip
+def test_the_tokenizer_is_built_from_its_own_config_without_the_models(overrides):
+    cfg = tiny_config(**overrides)
+    tree = ast.parse(inspect.getsource(inspect.getmodule(TrajectoryTokenizer)))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "anyformer.rl.dt" not in imported  # the tokenizer knows nothing of the model's config
+    own = TrajectoryTokenizerConfig(
+        dim=16, obs_shape=cfg.obs_shape, obs_kind=cfg.obs_kind, action_kind=cfg.action_kind, n_actions=cfg.n_actions,
+        action_dim=cfg.action_dim, max_timestep=50, behavior_cloning=cfg.behavior_cloning,
+        frame_channels=cfg.frame_channels,
+    )  # fmt: skip
+    assert cfg.tokenizer_config == own
+    model = model_for(cfg)
+    standalone = TrajectoryTokenizer(own)
+    expected = {name: value.shape for name, value in model.tokenizer.state_dict().items()}
+    assert {name: value.shape for name, value in standalone.state_dict().items()} == expected
+    standalone.load_state_dict(model.tokenizer.state_dict())
+    inputs = random_inputs(cfg)
+    torch.testing.assert_close(standalone(**inputs), model.tokenizer(**inputs), rtol=0, atol=0)
+
+
+def test_state_dict_keys_are_those_of_existing_checkpoints():
+    """Checkpoints written before the tokenizer had its own config must still load."""
+    names = set(model_for(tiny_config()).state_dict())
+    block = {name.removeprefix("decoder.blocks.0.") for name in names if name.startswith("decoder.blocks.0.")}
+    assert names - {name for name in names if name.startswith("decoder.blocks.")} == {
+        "tokenizer.return_embedding.weight", "tokenizer.return_embedding.bias",
+        "tokenizer.state_embedding.proj.weight", "tokenizer.state_embedding.proj.bias",
+        "tokenizer.action_embedding.weight", "tokenizer.timestep_embedding.weight",
+        "tokenizer.norm.weight", "tokenizer.norm.bias", "decoder.final_norm.weight", "decoder.final_norm.bias",
+        "action_head.weight", "action_head.bias",
+    }  # fmt: skip
+    assert {name.split(".")[0] for name in block} == {"norm1", "attn", "norm2", "mlp"}
+
+
+def test_forward_is_the_action_head_over_forward_features_and_its_maps():
+    cfg = tiny_config()
+    model, inputs = model_for(cfg), random_inputs(cfg)
+    keep = torch.arange(K)[None].expand(2, K) >= 1
+    maps = AttentionMaps()
+    with torch.no_grad():
+        features = model.forward_features(**inputs, keep=keep, maps=maps)
+        assert features.shape == (2, 3 * K, 16)
+        torch.testing.assert_close(model(**inputs, keep=keep), model.action_head(features[:, 1::3]))
+    assert len(maps.self_attn) == 2 and maps.self_attn[0].shape == (2, 2, 3 * K, 3 * K)
+    probs = maps.self_attn[-1]
+    assert torch.equal(probs[:, :, 3:, :3], torch.zeros_like(probs[:, :, 3:, :3]))  # real tokens skip the padded step
+    assert torch.equal(probs.triu(1), torch.zeros_like(probs))  # causal

@@ -154,14 +154,15 @@ def test_unknown_env_and_bad_arguments_exit_2(cartpole_checkpoint, capsys, tmp_p
 
 
 def test_targets_table_and_frame_strip(cartpole_checkpoint, capsys, tmp_path):
-    argv = ["--ckpt", cartpole_checkpoint, "--targets", "10,50", "--episodes", "2", "--frames", tmp_path / "f.png"]
+    frames = tmp_path / "figs" / "f.png"  # in a folder that does not exist yet
+    argv = ["--ckpt", cartpole_checkpoint, "--targets", "10,50", "--episodes", "2", "--frames", frames]
     code, out, _ = run_cli(argv, capsys)
     assert code == 0
     rows = [line.split() for line in out.splitlines() if re.match(r"\s+\d", line)]
     assert [row[0] for row in rows] == ["10", "50"]
     assert all(float(row[3]) <= float(row[1]) <= float(row[4]) for row in rows)  # min <= mean <= max
     assert "dataset: 2 episodes, return mean 20.0" in out
-    strip = Image.open(tmp_path / "f.png")
+    strip = Image.open(frames)
     assert strip.mode == "RGB" and strip.height == 80 and strip.width >= 120
 
 

@@ -100,7 +100,8 @@ def as_dict(labels: list[tuple[str, float]]) -> dict[str, float]:
 
 def test_fit_trains_and_the_checkpoint_carries_config_front_end_and_labels(trained, data):
     module, ckpt, initial = trained
-    assert not torch.equal(initial["model.tokenizer.proj.weight"], module.state_dict()["model.tokenizer.proj.weight"])
+    name = "model.vit.tokenizer.proj.weight"
+    assert not torch.equal(initial[name], module.state_dict()[name])
     meta = read_checkpoint(ckpt)["anyformer"]
     assert meta["task"] == "speech" and meta["inference"]["class_names"] == list(DIGIT_WORDS)
     spectrogram = meta["config"]["spectrogram"]
@@ -228,7 +229,8 @@ def test_experiment_configs_parse(config, capsys):
 def test_synthetic_config_runs_through_the_cli(tmp_path, monkeypatch):
     config = Path("experiments/speech/speech_synthetic.yaml").resolve()
     monkeypatch.chdir(tmp_path)
-    cli_main([
+    code = cli_main([
         "speech", "fit", "--config", str(config), "--trainer.fast_dev_run=true",
         "--data.synthetic_per_class=10", "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
+    assert code == 0

@@ -6,23 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from anyformer.text.bert.data import (
-    IGNORE_INDEX,
-    IS_NEXT,
-    NOT_NEXT,
-    BertPretrainDataModule,
-    BucketedShuffleSampler,
-    PairSampler,
-    SentencePairs,
-    TextClassificationDataModule,
-    class_indices,
-    encode_sentence,
-    mask_tokens,
-    pad_batch,
-    read_table,
-    split_documents,
-    truncate_pair,
-)
+from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler, pad_batch
+from anyformer.text.bert.data import BertPretrainDataModule, split_documents
+from anyformer.text.bert.masking import mask_tokens
+from anyformer.text.bert.pairs import IS_NEXT, NOT_NEXT, PairSampler, SentencePairs, truncate_pair
+from anyformer.text.classification_data import TextClassificationDataModule, class_indices, read_table
+from anyformer.text.sentence_encoding import encode_sentence
+from anyformer.text.seq2seq.data import ParallelDataModule
 from anyformer.text.tokenizer import BPETokenizer, CharTokenizer
 
 SST2 = Path("../shared/data/sst2")
@@ -122,7 +112,7 @@ def pairs():
 
 def test_nsp_pairs_are_balanced_and_partners_are_right(pairs):
     dataset, _ = pairs
-    sampler = PairSampler(dataset, seed=0)
+    sampler = PairSampler(dataset, 8, seed=0)
     for _ in range(3):  # every epoch
         requests = sampler.draw()
         assert sorted(r[0] for r in requests) == list(range(len(dataset)))  # each pair once
@@ -138,7 +128,7 @@ def test_nsp_pairs_are_balanced_and_partners_are_right(pairs):
 
 def test_pair_layout_segments_and_masks(pairs):
     dataset, tokenizer = pairs
-    requests = PairSampler(dataset, seed=1).draw()[:20]
+    requests = PairSampler(dataset, 8, seed=1).draw()[:20]
     items = [dataset[request] for request in requests]
     for request, item in zip(requests, items):
         a = dataset.sentence(int(dataset.first_sentences[request[0]])).tolist()
@@ -162,11 +152,11 @@ def test_pair_layout_segments_and_masks(pairs):
 
 def test_masks_change_every_epoch_and_runs_reproduce(pairs):
     dataset, _ = pairs
-    sampler = PairSampler(dataset, seed=5)
+    sampler = PairSampler(dataset, 8, seed=5)
     first, second = sampler.draw(), sampler.draw()
     assert first != second
-    assert PairSampler(dataset, seed=5).draw() == first
-    fixed = PairSampler(dataset, seed=5, fixed=True)
+    assert PairSampler(dataset, 8, seed=5).draw() == first
+    fixed = PairSampler(dataset, 8, seed=5, fixed=True)
     assert fixed.draw() == fixed.draw() == first
     epoch_1, epoch_2 = {r[0]: r for r in first}, {r[0]: r for r in second}
 
@@ -178,30 +168,66 @@ def test_masks_change_every_epoch_and_runs_reproduce(pairs):
 
 def test_length_bucketing_keeps_the_epoch_and_shortens_padding(pairs):
     dataset, _ = pairs
-    plain = PairSampler(dataset, seed=3).draw()
-    bucketed = PairSampler(dataset, seed=3, batch_size=8).draw()
-    assert sorted(plain) == sorted(bucketed)  # the same requests, only reordered
+    plain = PairSampler(dataset, 8, seed=3).draw()
+    bucketed = list(PairSampler(dataset, 8, seed=3))
+    assert sorted(plain) == sorted(r for batch in bucketed for r in batch)  # the same requests, only regrouped
 
-    def padded_tokens(requests):
-        lengths = [len(dataset[r]["input_ids"]) for r in requests]
-        return sum(8 * max(lengths[i : i + 8]) for i in range(0, len(lengths), 8))
+    def padded_tokens(batches):
+        return sum(len(batch) * max(len(dataset[r]["input_ids"]) for r in batch) for batch in batches)
 
-    assert padded_tokens(bucketed) < padded_tokens(plain)
+    assert padded_tokens(bucketed) < padded_tokens([plain[i : i + 8] for i in range(0, len(plain), 8)])
 
 
-def test_bucketed_shuffle_sampler_covers_every_item_and_shortens_padding():
-    lengths = torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(0))
-    sampler = BucketedShuffleSampler(lengths, batch_size=16, seed=5)
-    first, second = list(sampler), list(sampler)
-    assert sorted(first) == list(range(1000)) and sorted(second) == list(range(1000))
+def _padded(lengths, batches):
+    return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+
+def test_length_batch_sampler_buckets_covers_every_item_and_is_deterministic():
+    lengths = torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def sampler(seed):
+        return LengthBatchSampler(lengths, 16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+    epochs = sampler(5)
+    first, second = list(epochs), list(epochs)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(1000))  # every index exactly once
+        assert sorted(len(batch) for batch in epoch) == [8] + [16] * 62  # 1000 = 62 x 16 + 8
     assert first != second  # a new order every epoch
-    assert first == list(BucketedShuffleSampler(lengths, batch_size=16, seed=5))  # reproducible from the seed
-
-    def padded(order):
-        return sum(16 * int(lengths[order[i : i + 16]].max()) for i in range(0, len(order), 16))
-
+    replay = sampler(5)
+    assert list(replay) == first and list(replay) == second  # reproducible per seed and epoch
+    assert list(sampler(6)) != first
+    # Similar lengths: a pool of 800 lengths in 1..59 leaves about one length per batch.
+    assert sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first) < 2
     shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
-    assert padded(first) < 0.6 * padded(shuffled)
+    assert _padded(lengths, first) < 0.6 * _padded(lengths, [shuffled[i : i + 16] for i in range(0, 1000, 16)])
+
+
+def test_every_text_data_module_batches_with_the_shared_length_sampler(tmp_path, pairs):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(doc) for doc in _documents(60)))
+    pretrain = BertPretrainDataModule(source=str(corpus), vocab_size=300, max_seq_len=20, batch_size=8)
+    rows = [f"{'a fine film ' * (i % 5 + 1)}\t{i % 2}" for i in range(80)]  # five lengths, 16 texts each
+    for name in ("train", "val"):
+        (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    paths = {"train_path": str(tmp_path / "train.tsv"), "val_path": str(tmp_path / "val.tsv")}
+    classify = TextClassificationDataModule(source="files", **paths, vocab_size=300, batch_size=8)
+    translate = ParallelDataModule(vocab_size=400, batch_size=32)
+    for data in (pretrain, classify, translate):
+        loader = data.train_dataloader()
+        assert isinstance(loader.batch_sampler, LengthBatchSampler), type(data).__name__
+    # Classification: every batch is one bucket, here of a single length.
+    lengths = [len(ids) for ids in classify.dataset("train").ids]
+    plan = list(classify.train_dataloader().batch_sampler)
+    assert len(set(lengths)) == 5 and sorted(i for batch in plan for i in batch) == list(range(80))
+    assert all(len(batch) == 8 and len({lengths[i] for i in batch}) == 1 for batch in plan)
+    # Pretraining: a batch is the requests of one bucket, ordered by length.
+    dataset, _ = pairs
+    sampler = PairSampler(dataset, 8, seed=3)
+    requests, pair_lengths = PairSampler(dataset, 8, seed=3).epoch_items()
+    length_of = dict(zip(requests, pair_lengths))
+    for batch in sampler:
+        assert [length_of[r] for r in batch] == sorted(length_of[r] for r in batch)
 
 
 def test_pad_batch_pads_and_marks_real_tokens():

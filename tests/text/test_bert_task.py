@@ -14,7 +14,7 @@ from anyformer.core.cli.main import main as cli_main
 from anyformer.core.train.checkpoint import CheckpointError, load_task
 from anyformer.text.bert.bert import BertConfig
 from anyformer.text.bert.bert_task import BertClassifierModule, _architecture_mismatches
-from anyformer.text.bert.data import TextClassificationDataModule
+from anyformer.text.classification_data import TextClassificationDataModule
 from anyformer.text.classify import classify_text, classify_text_args
 from tests.helpers import read_metrics, run_cli
 

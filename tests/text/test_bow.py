@@ -14,7 +14,7 @@ from anyformer.core.cli.classify import main as classify_main
 from anyformer.core.cli.main import main as cli_main
 from anyformer.core.train.checkpoint import load_task, read_checkpoint
 from anyformer.text.baselines.bow import BagOfWordsClassifier, BagOfWordsConfig, BagOfWordsModule, bigram_ids
-from anyformer.text.bert.data import read_table
+from anyformer.text.classification_data import read_table
 from anyformer.text.classify import classify_text
 from tests.helpers import read_metrics, run_cli
 

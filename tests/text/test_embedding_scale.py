@@ -36,8 +36,9 @@ def test_scaled_token_vectors_have_the_size_of_sinusoidal_positions() -> None:
 def test_gpt_reads_token_embeddings_times_sqrt_dim() -> None:
     model = _gpt(True)
     ids = torch.randint(0, 1000, (2, 10))
-    expected = model.lm_head(model.decoder(model.token_embedding(ids) * math.sqrt(DIM)))
-    torch.testing.assert_close(model(ids), expected)
+    hidden = model.decoder(model.token_embedding(ids) * math.sqrt(DIM))
+    torch.testing.assert_close(model.forward_features(ids), hidden)  # what attention figures read, too
+    torch.testing.assert_close(model(ids), model.lm_head(hidden))
     assert model.lm_head.weight is model.token_embedding.weight  # still tied
 
 
@@ -61,4 +62,5 @@ def test_seq2seq_scales_both_sides_and_initializes_a_shared_matrix_once() -> Non
     source, target = torch.randint(0, 500, (2, 7)), torch.randint(0, 500, (2, 5))
     memory = model.core.encoder(model.src_embedding(source) * math.sqrt(DIM))
     hidden = model.core.decoder(model.tgt_embedding(target) * math.sqrt(DIM), memory=memory)
+    torch.testing.assert_close(model.forward_features(source, target), hidden)
     torch.testing.assert_close(model(source, target), model.lm_head(hidden))

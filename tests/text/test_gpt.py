@@ -116,3 +116,31 @@ def test_out_of_range_ids_name_the_vocabulary_and_the_range_seen():
         model(torch.tensor([[0, 11]]))
     with pytest.raises(ValueError, match=r"got range \[-1, 3\]"):
         model(torch.tensor([[3, -1]]))
+
+
+def test_forward_is_the_lm_head_over_forward_features_and_its_maps():
+    from anyformer.core.attention import AttentionMaps
+
+    model, ids, maps = _tiny_gpt().eval(), torch.tensor([[1, 4, 2, 9, 3]]), AttentionMaps()
+    with torch.no_grad():
+        features = model.forward_features(ids, maps=maps)
+        assert features.shape == (1, 5, 16)
+        torch.testing.assert_close(model(ids), model.forward_head(features))
+    assert len(maps.self_attn) == 1 and maps.self_attn[0].shape == (1, 2, 5, 5)
+    assert torch.equal(maps.self_attn[0].triu(1), torch.zeros(1, 2, 5, 5))  # causal
+
+
+def test_the_network_and_its_training_module_live_in_their_own_files():
+    """gpt.py holds GPTConfig + GPT, gpt_task.py the LightningModule the ``gpt`` task trains."""
+    import pytorch_lightning as pl
+
+    from anyformer.core.cli.tasks import TASKS, resolve
+    from anyformer.text.gpt import gpt, gpt_task
+
+    assert resolve(TASKS["gpt"].model) is gpt_task.GPTModule
+    assert not any(isinstance(value, type) and issubclass(value, pl.LightningModule) for value in vars(gpt).values())
+    state = _tiny_gpt().state_dict()  # the keys of existing checkpoints
+    assert {name for name in state if not name.startswith("decoder.blocks.")} == {
+        "token_embedding.weight", "decoder.positions.embedding.weight", "decoder.final_norm.weight",
+        "decoder.final_norm.bias", "lm_head.weight",
+    }  # fmt: skip

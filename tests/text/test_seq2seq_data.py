@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from anyformer.text.batching import LengthBatchSampler
 from anyformer.text.seq2seq.data import (
     GLOSSARY,
     IGNORE_INDEX,
-    LengthBatchSampler,
     ParallelDataModule,
     read_parallel,
     synthetic_pairs,

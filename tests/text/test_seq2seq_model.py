@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
 from anyformer.core.decoding import GenerationConfig, beam_search
 from anyformer.core.masks import padding_mask
@@ -179,6 +180,25 @@ def test_source_padding_does_not_change_memory_logits_or_translation(model):
     memory = model.encode(wide, wide_keep)
     unmasked = model.decode(target.expand(2, -1), memory, None)[1]
     assert (unmasked - alone_logits).abs().max() > 1e-2
+
+
+def test_forward_features_collect_encoder_decoder_and_cross_maps_of_the_forward(model):
+    """``forward`` is the head over ``forward_features``; its maps: encoder layers, then decoder layers."""
+    batch = _batch()
+    source, target, keep = batch["source"], batch["target_in"], batch["source_keep"]
+    maps = AttentionMaps()
+    with torch.no_grad():
+        features = model.forward_features(source, target, source_keep=keep, maps=maps)
+        torch.testing.assert_close(model(source, target, source_keep=keep), model.forward_head(features))
+        memory = model.encode(source, keep)
+        torch.testing.assert_close(model.decode(target, memory, padding_mask(keep)), model.forward_head(features))
+    (b, s), t = source.shape, target.shape[1]
+    assert [m.shape for m in maps.self_attn] == [(b, 4, s, s)] * 2 + [(b, 4, t, t)] * 2
+    assert [m.shape for m in maps.cross_attn] == [(b, 4, t, s)] * 2
+    for probs in (*maps.self_attn[:2], *maps.cross_attn):  # no query looks at source padding
+        assert torch.equal(probs.masked_fill(keep[:, None, None, :], 0.0), torch.zeros_like(probs))
+    for probs in maps.self_attn[2:]:
+        assert torch.equal(probs.triu(1), torch.zeros_like(probs))  # the decoder is causal
 
 
 def test_bound_decoder_satisfies_the_decoding_protocol(model):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from timm.layers import resample_abs_pos_embed
 
-from anyformer.vision.tokenizer import PatchTokenizer, patchify, resample_grid_positions, sinusoidal_grid, unpatchify
+from anyformer.core.patches import PatchTokenizer, patchify, resample_grid_positions, sinusoidal_grid, unpatchify
 
 
 def test_patchify_puts_each_patch_in_its_row_major_token() -> None:
@@ -40,8 +40,8 @@ def test_unpatchify_inverts_patchify_exactly(batch: int, channels: int, patch: i
     images = torch.randn(batch, channels, grid_h * patch, grid_w * patch)
     patches = patchify(images, patch)
     assert patches.shape == (batch, grid_h * grid_w, patch * patch * channels)
-    assert torch.equal(unpatchify(patches, patch, (grid_h * patch, grid_w * patch)), images)
-    assert torch.equal(patchify(unpatchify(patches, patch, images.shape[-2:]), patch), patches)
+    assert torch.equal(unpatchify(patches, (grid_h * patch, grid_w * patch), patch), images)
+    assert torch.equal(patchify(unpatchify(patches, images.shape[-2:], patch), patch), patches)
 
 
 def test_projection_is_a_linear_map_of_each_patchify_row() -> None:
@@ -133,7 +133,7 @@ def test_without_positions_a_mean_pooled_vit_cannot_tell_where_a_patch_is() -> N
     torch.manual_seed(0)
     images = torch.randn(2, 1, 12, 12)
     order = torch.randperm(9)
-    shuffled = unpatchify(patchify(images, 4)[:, order], 4, 12)
+    shuffled = unpatchify(patchify(images, 4)[:, order], 12, 4)
     for position, invariant in [("none", True), ("sinusoidal", False), ("learned", False)]:
         model = ViT(ViTConfig(image_size=12, patch_size=4, pool="mean", position=position)).eval()
         if position == "learned":

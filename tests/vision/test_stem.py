@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from anyformer.core.cli.main import main
+from anyformer.core.patches import PatchTokenizer
 from anyformer.core.train.checkpoint import load_task
 from anyformer.vision.stem import ConvStem
-from anyformer.vision.tokenizer import PatchTokenizer
 from anyformer.vision.vit import ViT, ViTConfig
 
 FAST = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--trainer.enable_model_summary=false"]
@@ -23,7 +23,7 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--t
 def test_conv_stem_gives_the_patch_projections_token_grid(size: tuple[int, int], patch: int, channels: int) -> None:
     images = torch.randn(2, channels, *size)
     patch_tokens = PatchTokenizer(size, patch, channels, dim=16)(images)
-    conv_tokens = PatchTokenizer(size, patch, channels, dim=16, stem="conv", stem_width=4)(images)
+    conv_tokens = PatchTokenizer(size, patch, channels, dim=16, proj=ConvStem(channels, 16, patch, width=4))(images)
     assert conv_tokens.shape == patch_tokens.shape == (2, 1 + (size[0] // patch) * (size[1] // patch), 16)
 
 
@@ -52,7 +52,7 @@ def test_a_change_inside_one_patch_reaches_only_the_neighbouring_tokens() -> Non
     # Two stride-2 3x3 convolutions see input rows 4r-3 .. 4r+3 for grid row r: a patch's own
     # pixels, plus a 3-pixel margin that reaches the adjacent grid cells and no further.
     torch.manual_seed(0)
-    tokenizer = PatchTokenizer(28, 4, 1, dim=8, stem="conv", stem_width=4).eval()
+    tokenizer = PatchTokenizer(28, 4, 1, dim=8, proj=ConvStem(1, 8, 4, width=4)).eval()
     images = torch.randn(1, 1, 28, 28)
     changed = images.clone()
     changed[..., 12:16, 12:16] += 5.0  # grid cell (3, 3)

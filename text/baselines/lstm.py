@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from anyformer.core.checks import check_index_range
 from anyformer.core.train.base import OptimConfig, TaskModule
-from anyformer.text.gpt.gpt import GPTModule
+from anyformer.text.gpt.gpt_task import GPTModule
 
 
 @dataclass

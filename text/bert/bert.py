@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from anyformer.core.attention import AttentionMaps
 from anyformer.core.checks import check_index_range
 from anyformer.core.config import TransformerConfig
 from anyformer.core.init import init_weights
@@ -88,13 +89,14 @@ class BertModel(nn.Module):
         self.encoder = Encoder(cfg.transformer)  # adds positions, applies the embedding LayerNorm
         self.pooler = Linear(dim, dim)
 
-    def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, segments: Tensor, keep: Tensor, *, maps: AttentionMaps | None = None) -> Tensor:
         """Contextual embeddings.
 
         Args:
             ids: (B, T) token ids.
             segments: (B, T) segment ids in ``[0, n_segments)``.
             keep: (B, T) bool, True at real tokens, False at padding (never attended).
+            maps: if given, each layer's (B, H, T, T) attention probabilities are appended.
 
         Returns:
             (B, T, D) hidden states (those at padded positions are meaningless).
@@ -107,7 +109,7 @@ class BertModel(nn.Module):
         check_index_range(ids, self.cfg.vocab_size)
         check_index_range(segments, self.cfg.n_segments, "segment ids")
         x = self.token_embedding(ids) + self.segment_embedding(segments)  # (B, T, D)
-        return self.encoder(x, mask=padding_mask(keep))
+        return self.encoder(x, mask=padding_mask(keep), maps=maps)
 
     def pool(self, summary: Tensor) -> Tensor:
         """(B, D) summary of each sequence (its [CLS] state, or a ``SUMMARIES`` entry) -> (B, D)
@@ -143,13 +145,23 @@ class BertForPretraining(nn.Module):
         self.nsp_head = Linear(cfg.transformer.dim, 2)
         init_weights(self, cfg.transformer.n_layers)
 
+    def forward_features(
+        self, ids: Tensor, segments: Tensor, keep: Tensor, *, maps: AttentionMaps | None = None
+    ) -> Tensor:
+        """(B, T) ids, segments, keep (True = real token) -> (B, T, D) hidden states.
+
+        ``maps``, if given, collects each layer's (B, H, T, T) attention probabilities.
+        """
+        return self.bert(ids, segments, keep, maps=maps)
+
     def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
         """(B, T) ids, segments, keep (True = real token) -> (B, T, D) hidden states.
 
-        The heads are separate calls so the MLM decoder runs on the masked positions only:
+        Pretraining has two heads over the features, so ``forward`` is ``forward_features``; the
+        heads are separate calls so the MLM decoder runs on the masked positions only:
         ``mlm_head(hidden[labels != -100])`` and ``nsp_logits(hidden)``.
         """
-        return self.bert(ids, segments, keep)
+        return self.forward_features(ids, segments, keep)
 
     def nsp_logits(self, hidden: Tensor) -> Tensor:
         """(B, T, D) -> (B, 2) logits; class 0 = B follows A, 1 = B is a random sentence."""
@@ -171,11 +183,23 @@ class BertForClassification(nn.Module):
         self.classifier = Linear(cfg.transformer.dim, cfg.num_classes)
         init_weights(self, cfg.transformer.n_layers)
 
-    def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
-        """(B, T) ids, segments, keep (True = real token) -> (B, num_classes) logits."""
-        hidden = self.bert(ids, segments, keep)  # (B, T, D)
+    def forward_features(
+        self, ids: Tensor, segments: Tensor, keep: Tensor, *, maps: AttentionMaps | None = None
+    ) -> Tensor:
+        """(B, T) ids, segments, keep (True = real token) -> (B, T, D) hidden states.
+
+        ``maps``, if given, collects each layer's (B, H, T, T) attention probabilities.
+        """
+        return self.bert(ids, segments, keep, maps=maps)
+
+    def forward_head(self, hidden: Tensor, keep: Tensor) -> Tensor:
+        """(B, T, D) hidden states and (B, T) keep -> (B, num_classes) logits."""
         summary = SUMMARIES[self.cfg.classifier_pool](hidden, keep)  # (B, D)
         return self.classifier(self.dropout(self.bert.pool(summary)))
+
+    def forward(self, ids: Tensor, segments: Tensor, keep: Tensor) -> Tensor:
+        """(B, T) ids, segments, keep (True = real token) -> (B, num_classes) logits."""
+        return self.forward_head(self.forward_features(ids, segments, keep), keep)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -14,8 +14,9 @@ from torchmetrics import MeanMetric
 from anyformer.core.train.base import OptimConfig, TaskModule, dataclass_from_dict
 from anyformer.core.train.checkpoint import CheckpointError
 from anyformer.core.train.classifier import ClassifierModule
+from anyformer.text.batching import IGNORE_INDEX
 from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining
-from anyformer.text.bert.data import IGNORE_INDEX, pretrained_checkpoint
+from anyformer.text.bert.pretrained import pretrained_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class SentenceClassifierModule(ClassifierModule):
 
     def batch_logits(self, batch: Batch) -> Tensor:
         """(B, num_classes) logits of a padded batch: (B, T) ``input_ids``, ``segment_ids`` and
-        ``attention_mask`` (True = real token), as ``anyformer.text.bert.data.pad_batch`` builds it."""
+        ``attention_mask`` (True = real token), as ``anyformer.text.batching.pad_batch`` builds it."""
         raise NotImplementedError
 
     def batch_labels(self, batch: Batch) -> Tensor:
@@ -151,6 +152,9 @@ class BertClassifierModule(SentenceClassifierModule):
     """
 
     task_name = "bert-classify"
+    # The pretraining checkpoint seeds the weights once; a trained classifier carries them, so
+    # rebuilding it (load_from_checkpoint) must not read that file again (it may have moved).
+    hparams_ignore: ClassVar[tuple[str, ...]] = ("init_from",)
     data_links: ClassVar[dict[str, str]] = {
         "vocab_size": "config.vocab_size",
         "num_classes": "config.num_classes",

@@ -26,8 +26,9 @@ over both sides, or one per side. Each pair is encoded as
 
 with BOS = ``[CLS]``, EOS = ``<|endoftext|>`` and ``[PAD]`` padding (labels are padded with
 ``-100``, the ignore index of ``cross_entropy``). Longer sentences are cropped and the count is
-logged as a warning. Batches group sentences of similar length (see :class:`LengthBatchSampler`),
-optionally up to a token budget instead of a fixed number of sentences.
+logged as a warning. Batches group sentences of similar length (see
+:class:`~anyformer.text.batching.LengthBatchSampler`), optionally up to a token budget instead of a
+fixed number of sentences.
 """
 
 from __future__ import annotations
@@ -35,21 +36,20 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler
 from anyformer.text.tokenizer import CLS, EOS, PAD, TOKENIZERS, Tokenizer, build_tokenizer
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-"""Label of padding positions (``F.cross_entropy``'s default ``ignore_index``)."""
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = CLS, EOS, PAD
 """The decoder starts from ``[CLS]``, a translation ends with ``<|endoftext|>``, batches pad with ``[PAD]``."""
 SYNTHETIC = "synthetic"
@@ -190,68 +190,6 @@ class Collate:
             "labels": labels,
             "reference": [item["reference"] for item in items],
         }
-
-
-class LengthBatchSampler(Sampler[list[int]]):
-    """Batches of pairs of similar length, so little of a batch is padding.
-
-    With ``shuffle``, pairs are shuffled, sorted by length within pools of ~50 batches, cut into
-    batches and the batches shuffled (every epoch differs, the run stays reproducible through
-    ``generator``); without, the whole split is sorted by length (a fixed order for evaluation).
-    A batch holds at most ``batch_size`` pairs and, if ``max_tokens`` is set, at most
-    ``max_tokens`` padded positions (pairs x longest length); a single longer pair gets a batch
-    of its own.
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        max_tokens: int | None = None,
-        *,
-        shuffle: bool,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.lengths, self.batch_size, self.max_tokens = list(lengths), batch_size, max_tokens
-        self.shuffle, self.generator = shuffle, generator
-        self._planned: list[list[int]] | None = None
-
-    def _cut(self, order: list[int]) -> list[list[int]]:
-        batches, batch, longest = [], [], 0
-        for i in order:
-            longer = max(longest, self.lengths[i])
-            full = len(batch) >= self.batch_size or (
-                self.max_tokens is not None and (len(batch) + 1) * longer > self.max_tokens
-            )
-            if batch and full:
-                batches.append(batch)
-                batch, longer = [], self.lengths[i]
-            batch.append(i)
-            longest = longer
-        if batch:
-            batches.append(batch)
-        return batches
-
-    def _plan(self) -> list[list[int]]:
-        if not self.shuffle:
-            return self._cut(sorted(range(len(self.lengths)), key=lambda i: self.lengths[i]))
-        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        pool = 50 * self.batch_size
-        batches = []
-        for start in range(0, len(order), pool):
-            batches += self._cut(sorted(order[start : start + pool], key=lambda i: self.lengths[i]))
-        shuffled = torch.randperm(len(batches), generator=self.generator).tolist()
-        return [batches[i] for i in shuffled]
-
-    def __len__(self) -> int:
-        if self._planned is None:
-            self._planned = self._plan()
-        return len(self._planned)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._planned if self._planned is not None else self._plan()
-        self._planned = None  # the next epoch draws a new plan
-        yield from batches
 
 
 def _check_positive(name: str, value: int) -> None:

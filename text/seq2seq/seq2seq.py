@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from anyformer.core.attention import AttentionMaps
 from anyformer.core.cache import DecoderCache
 from anyformer.core.config import TransformerConfig
 from anyformer.core.decoding import GenerationConfig, beam_search, generate
@@ -116,12 +117,13 @@ class Seq2Seq(nn.Module):
         if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
             raise ValueError(f"{name} ids must be in [0, {vocab_size}), got range [{ids.min()}, {ids.max()}]")
 
-    def encode(self, source: Tensor, source_keep: Tensor | None = None) -> Tensor:
+    def encode(self, source: Tensor, source_keep: Tensor | None = None, *, maps: AttentionMaps | None = None) -> Tensor:
         """Source ids (B, S) -> memory (B, S, D).
 
         Args:
             source: (B, S) token ids, right-padded.
             source_keep: (B, S) bool, True at real tokens (None: no padding).
+            maps: if given, each encoder layer's (B, H, S, S) attention probabilities are appended.
         """
         self._check_ids(source, self.cfg.src_vocab_size, "source")
         if source.shape[1] > self.max_source_len:
@@ -129,7 +131,33 @@ class Seq2Seq(nn.Module):
                 f"source has {source.shape[1]} tokens but the encoder's max_seq_len is {self.max_source_len}; crop it"
             )
         mask = padding_mask(source_keep) if source_keep is not None else None
-        return self.core.encoder(self.src_embedding(source) * self.embedding_scale, mask=mask)
+        return self.core.encoder(self.src_embedding(source) * self.embedding_scale, mask=mask, maps=maps)
+
+    def decode_features(
+        self,
+        target: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+        maps: AttentionMaps | None = None,
+    ) -> Tensor:
+        """Target ids -> decoder states, attending to ``memory``: :meth:`decode` without the head.
+
+        Args:
+            target: (B, T) ids; with a cache, only the new tokens (at positions ``cache.length`` on).
+            memory: (B, S, D) encoder output (read once per cache, then taken from the cache).
+            memory_mask: (B, 1, 1, S) boolean, True = real source token (``padding_mask(source_keep)``).
+            cache: decoder cache from ``Decoder.init_cache``, updated in place.
+            maps: if given, each decoder layer's (B, H, T, Tk) self-attention probabilities are appended
+                to ``maps.self_attn`` and its (B, H, T, S) cross-attention ones to ``maps.cross_attn``.
+
+        Returns:
+            (B, T, D) decoder states after its final norm.
+        """
+        self._check_ids(target, self.cfg.tgt_vocab_size, "target")
+        x = self.tgt_embedding(target) * self.embedding_scale
+        return self.core.decoder(x, memory=memory, memory_mask=memory_mask, cache=cache, maps=maps)
 
     def decode(
         self, target: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *, cache: DecoderCache | None = None
@@ -146,13 +174,34 @@ class Seq2Seq(nn.Module):
             (B, T, V_tgt) logits. No target padding mask is needed: with right padding and causal
             attention, real tokens never see the padding after them.
         """
-        self._check_ids(target, self.cfg.tgt_vocab_size, "target")
-        x = self.tgt_embedding(target) * self.embedding_scale
-        hidden = self.core.decoder(x, memory=memory, memory_mask=memory_mask, cache=cache)
-        return self.lm_head(hidden)
+        return self.forward_head(self.decode_features(target, memory, memory_mask, cache=cache))
+
+    def forward_features(
+        self,
+        source: Tensor,
+        target: Tensor,
+        *,
+        source_keep: Tensor | None = None,
+        maps: AttentionMaps | None = None,
+    ) -> Tensor:
+        """Teacher-forced decoder states, before the output head.
+
+        Args:
+            source: (B, S) source ids, right-padded.
+            target: (B, T) decoder input ids (BOS + target[:-1]), right-padded.
+            source_keep: (B, S) bool, True at real source tokens.
+            maps: if given, ``maps.self_attn`` receives the encoder's layers, (B, H, S, S) each, then
+                the decoder's, (B, H, T, T) each; ``maps.cross_attn`` the decoder's (B, H, T, S).
+
+        Returns:
+            (B, T, D) decoder states after its final norm.
+        """
+        memory = self.encode(source, source_keep, maps=maps)
+        mask = padding_mask(source_keep) if source_keep is not None else None
+        return self.decode_features(target, memory, mask, maps=maps)
 
     def forward(self, source: Tensor, target: Tensor, *, source_keep: Tensor | None = None) -> Tensor:
-        """Teacher-forced logits.
+        """Teacher-forced logits: the output head over :meth:`forward_features`.
 
         Args:
             source: (B, S) source ids, right-padded.
@@ -162,9 +211,11 @@ class Seq2Seq(nn.Module):
         Returns:
             (B, T, V_tgt) logits.
         """
-        memory = self.encode(source, source_keep)
-        mask = padding_mask(source_keep) if source_keep is not None else None
-        return self.decode(target, memory, mask)
+        return self.forward_head(self.forward_features(source, target, source_keep=source_keep))
+
+    def forward_head(self, hidden: Tensor) -> Tensor:
+        """(B, T, D) decoder states -> (B, T, V_tgt) next-token logits."""
+        return self.lm_head(hidden)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
