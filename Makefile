@@ -4,8 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Tests run in 2 processes; one BLAS thread each so they do not fight over the 2 cores.
 export OMP_NUM_THREADS ?= 1
+# Datasets: read from ../shared/data when that folder sits beside the checkout (offline runs and CI);
+# elsewhere the user cache, filled by `anyformer data fetch NAME` or on first use.
+ifneq ($(wildcard ../shared/data),)
+export ANYFORMER_DATA ?= $(abspath ../shared/data)
+endif
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo demo-gpt bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +31,12 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest -n 2 -q
 
+# The main job: every task at a tiny size, offline, one output each, and the table (experiments/demo.yaml).
 demo: $(STAMP)
+	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer demo
+
+# The single-GPT demo: a small BPE GPT on pydoc, then a sample.
+demo-gpt: $(STAMP)
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer gpt fit --config experiments/text/gpt_demo.yaml
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/gpt_demo/checkpoints/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
 

@@ -30,7 +30,7 @@ from anyformer.core.train.atomic import atomic_open
 from anyformer.core.train.base import TaskModule
 from anyformer.core.train.checkpoint import CheckpointError, load_task
 from anyformer.speech.audio import AudioError, fit_duration, load_audio
-from anyformer.speech.model import SpeechTransformer
+from anyformer.speech.speech import SpeechTransformer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,4 +1,4 @@
-"""Small CNN baseline on the same log-mel input as ``anyformer.speech.model``: the yardstick the speech
+"""Small CNN baseline on the same log-mel input as ``anyformer.speech.speech``: the yardstick the speech
 transformer is compared with (task ``speech-cnn``).
 
 Blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, then a global average over frequency

@@ -117,8 +117,9 @@ class SpeechDataModule(pl.LightningDataModule):
     Args:
         source: ``synthetic`` (eSpeak NG digits, offline), ``fsdd``, ``folder`` or
             ``speechcommands`` (see ``anyformer.speech.sources``).
-        root: Where the source lives; ``fsdd`` defaults to ``../shared/data/fsdd/recordings``,
-            ``speechcommands`` to ``~/.cache/anyformer/speechcommands``.
+        root: Where the source lives: for ``fsdd`` and ``speechcommands`` the dataset's folder,
+            first in the lookup order of :mod:`anyformer.core.data` (None: ``$ANYFORMER_DATA``, the
+            user cache, then a download); for ``folder`` the folder of clips.
         split: ``official`` or ``speaker`` (hold ``test_speaker`` out).
         test_speaker: Speaker of the test set for ``split="speaker"``.
         sample_rate: Rate of the waveforms, in Hz.

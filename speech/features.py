@@ -1,7 +1,7 @@
 """Log-mel spectrogram front end: waveform (B, T) -> features (B, n_mels, frames).
 
 The speech transformer reads the spectrogram as a (1, n_mels, frames) image and cuts it into patches
-(``anyformer.speech.model``).
+(``anyformer.speech.speech``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 rollout (``anyformer.core.rollout``) of the clip summary over its patches, through layers 1..L.
 
 The clip is read as ``anyformer classify`` reads it (``anyformer.speech.classify.load_clip``); without
-an INPUT, the first test clip of the Free Spoken Digit Dataset is drawn when it is on disk.
+an INPUT, the first test clip of the Free Spoken Digit Dataset (the dataset ``fsdd`` of
+``anyformer.core.data``) is drawn when it is on disk; it is never downloaded here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from torch import Tensor
 
 from anyformer.core.cli.attention import figure_title, layer_index, rollout_span
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.data import DataError, resolve
 from anyformer.core.rollout import attention_rollout
 from anyformer.speech.classify import attention_map_figure, load_clip, spectrogram_attention, spectrogram_heat
-from anyformer.speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
+from anyformer.speech.sources import FSDD_TEST_INDICES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,12 +26,23 @@ if TYPE_CHECKING:
     from anyformer.core.train.base import TaskModule
 
 
-def default_clip(root: Path = FSDD_ROOT) -> Path:
+def default_clip(root: Path | None = None) -> Path:
     """The first FSDD test clip (``{digit}_{speaker}_{index}.wav`` with a test index), by name.
 
+    Args:
+        root: A folder of FSDD clips; None: the dataset ``fsdd`` as :mod:`anyformer.core.data` finds
+            it on disk (``$ANYFORMER_DATA`` or the user cache; never downloaded).
+
     Raises:
-        UsageError: no such clip under ``root``.
+        UsageError: no such clip under ``root``, or FSDD is not on disk.
     """
+    if root is None:
+        try:
+            root = resolve("fsdd", download=False)
+        except DataError as err:
+            raise UsageError(
+                f"no INPUT audio file given and no FSDD test clip on disk ({err}); give an audio file"
+            ) from None
     clips = sorted(root.glob("*_*_*.wav")) if root.is_dir() else []
     indices = [path.stem.rpartition("_")[2] for path in clips]
     tests = [path for path, index in zip(clips, indices) if index.isdigit() and int(index) in FSDD_TEST_INDICES]

@@ -10,6 +10,10 @@
   validation and test lists. Clips are read from disk on access (100k+ files).
 - ``synthetic``: spoken digits synthesized by eSpeak NG (``anyformer.speech.synth``); official test set =
   the first tenth of every digit's clips.
+
+``fsdd`` and ``speechcommands`` are the datasets ``fsdd`` and ``speech_commands`` of
+:mod:`anyformer.core.data`: read from ``root`` when given, else ``$ANYFORMER_DATA``, else the
+user cache, else downloaded into that cache (and verified).
 """
 
 from __future__ import annotations
@@ -23,14 +27,13 @@ from pathlib import Path
 import torch
 import torchaudio.datasets
 
+from anyformer.core.data import resolve
 from anyformer.speech.audio import load_audio
-from anyformer.speech.synth import CACHE_DIR, DIGIT_WORDS, plan_digits, synthesize_digits
+from anyformer.speech.synth import DIGIT_WORDS, plan_digits, synthesize_digits
 
 logger = logging.getLogger(__name__)
 
-FSDD_ROOT = Path("../shared/data/fsdd/recordings")
 FSDD_TEST_INDICES = range(5)
-SPEECHCOMMANDS_ROOT = CACHE_DIR / "speechcommands"
 OFFICIAL_PARTS = ("train", "val", "test")
 SOURCES = ("fsdd", "folder", "speechcommands", "synthetic")
 
@@ -80,7 +83,8 @@ def load_source(source: str, *, root: Path | None, sample_rate: int, seed: int, 
 
     Args:
         source: Name of the source.
-        root: Where the source lives; each source has a default, and ``synthetic`` ignores it.
+        root: Where the source lives: the dataset's folder (first in the data lookup order) for
+            ``fsdd`` and ``speechcommands``, the folder of clips for ``folder``; ``synthetic`` ignores it.
         sample_rate: Rate of the waveforms, in Hz.
         seed: Seed of the synthetic set.
         synthetic_per_class: Clips per digit of the synthetic set.
@@ -97,9 +101,8 @@ def load_source(source: str, *, root: Path | None, sample_rate: int, seed: int, 
 
 
 def load_fsdd(root: Path | None, sample_rate: int) -> ClipSet:
-    """Free Spoken Digit Dataset, preloaded (2,500 short clips)."""
-    root = FSDD_ROOT if root is None else root
-    paths = _wav_files(root)
+    """Free Spoken Digit Dataset, preloaded (2,500 short clips of the pinned recordings)."""
+    paths = _wav_files(resolve("fsdd", root))
     labels, speakers, official = [], [], []
     for path in paths:
         fields = path.stem.split("_")
@@ -140,9 +143,8 @@ def load_folder(root: Path | None, sample_rate: int) -> ClipSet:
 
 
 def load_speechcommands(root: Path | None, sample_rate: int) -> ClipSet:
-    """Google Speech Commands v0.02 (35 words), downloaded on first use (2.3 GB)."""
-    root = SPEECHCOMMANDS_ROOT if root is None else root
-    root.mkdir(parents=True, exist_ok=True)
+    """Google Speech Commands v0.02 (35 words), downloaded by torchaudio on first use (2.3 GB)."""
+    root = resolve("speech_commands", root)  # the folder to hand torchaudio
     paths, names, speakers, official = [], [], [], []
     for part, subset in (("train", "training"), ("val", "validation"), ("test", "testing")):
         dataset = torchaudio.datasets.SPEECHCOMMANDS(
@@ -173,8 +175,17 @@ def load_synthetic(n_per_class: int, seed: int, sample_rate: int) -> ClipSet:
 def _wav_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder of audio clips")
-    paths = sorted(path for path in root.rglob("*") if path.suffix.lower() == ".wav" and path.is_file())
+    # Hidden folders (a download in progress, ``.fetch-*``) never hold clips.
+    paths = sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() == ".wav" and path.is_file() and not _hidden(path.relative_to(root))
+    )
     if not paths:
         raise FileNotFoundError(f"{root}: holds no .wav files")
     logger.info("Loading %d clips from %s", len(paths), root)
     return paths
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)

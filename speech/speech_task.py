@@ -18,7 +18,7 @@ from torch import Tensor
 from anyformer.core.train.base import OptimConfig
 from anyformer.core.train.classifier import ClassifierModule
 from anyformer.speech.cnn import SpeechCNN, SpeechCNNConfig
-from anyformer.speech.model import SpeechConfig, SpeechTransformer
+from anyformer.speech.speech import SpeechConfig, SpeechTransformer
 
 Batch = dict[str, Tensor]
 

@@ -1,12 +1,31 @@
-"""Helpers of the end-to-end tests: run ``anyformer`` in a folder and read its CSV logs."""
+"""Helpers of the end-to-end tests: run ``anyformer`` in a folder, read its CSV logs, find the real data."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import os
 from pathlib import Path
 
+import pytest
+
 from anyformer.core.cli.main import main as cli_main
+from anyformer.core.data.locations import ENV_DATA
+
+SHARED_DATA = os.environ.get(ENV_DATA, "").strip()
+"""``$ANYFORMER_DATA`` as the suite started (a test's fixtures may unset it): the real datasets."""
+
+
+def data_path(relative: str = "") -> Path:
+    """``$ANYFORMER_DATA/<relative>``; skips the calling test when it is unset or absent."""
+    if not SHARED_DATA:
+        pytest.skip(
+            f"${ENV_DATA} is not set (the real datasets' folder; `make test` sets it when ../shared/data exists)"
+        )
+    path = Path(SHARED_DATA).expanduser().resolve() / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent (${ENV_DATA}={SHARED_DATA})")
+    return path
 
 
 def run_cli(workdir: Path, args: list[str], expect: int = 0) -> int:

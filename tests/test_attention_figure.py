@@ -25,8 +25,8 @@ from anyformer.rl.trajectories import Trajectories, save_trajectories
 from anyformer.speech.classify import cls_attention, load_clip
 from anyformer.speech.features import SpectrogramConfig
 from anyformer.speech.figure import default_clip, speech_rollout
-from anyformer.speech.model import SpeechConfig
-from anyformer.speech.sources import FSDD_ROOT, FSDD_TEST_INDICES
+from anyformer.speech.sources import FSDD_TEST_INDICES
+from anyformer.speech.speech import SpeechConfig
 from anyformer.speech.speech_task import SpeechModule
 from anyformer.text.bert.bert import BertConfig
 from anyformer.text.bert.bert_task import BertClassifierModule, BertPretrainModule
@@ -41,6 +41,7 @@ from anyformer.vision.data import DIGITS, SOURCES
 from anyformer.vision.figure import default_test_image, vit_rollout
 from anyformer.vision.vit import ViTConfig
 from anyformer.vision.vit_task import ImageCNNModule, ViTModule
+from tests.helpers import data_path
 
 TEXT = "the quick brown fox jumps over the lazy dog, and the dog sleeps on $5.\n"
 RATE = 8000
@@ -210,9 +211,8 @@ def test_speech_rollout_through_one_layer_matches_the_cls_attention_map(ckpts, i
 def test_default_fsdd_clip(tmp_path):
     with pytest.raises(UsageError, match="no FSDD test clip"):
         default_clip(tmp_path)
-    if not FSDD_ROOT.is_dir():
-        pytest.skip(f"{FSDD_ROOT} is not here")
-    clip = default_clip()
+    data_path("fsdd/recordings")
+    clip = default_clip()  # found through $ANYFORMER_DATA
     assert int(clip.stem.rpartition("_")[2]) in FSDD_TEST_INDICES
 
 

@@ -67,7 +67,7 @@ def _checkpoints(root: Path) -> dict[str, Path]:
     from anyformer.rl.dt import DTConfig
     from anyformer.rl.dt_task import DTModule
     from anyformer.speech.features import SpectrogramConfig
-    from anyformer.speech.model import SpeechConfig
+    from anyformer.speech.speech import SpeechConfig
     from anyformer.speech.speech_task import SpeechModule
     from anyformer.text.gpt.gpt import GPTConfig
     from anyformer.text.gpt.gpt_task import GPTModule

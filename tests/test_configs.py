@@ -3,9 +3,9 @@ training and one validation batch), so no config can rot. Also: no config pins t
 
 The task of a config is read from its own launch command (``anyformer <task> fit --config <file>``
 in its header). The runs shrink the model and the data where a config's own sizes would take long
-(``SHRINK``), and happen in a folder laid out like the checkout's parent, so the configs' defaults
-(``../shared/data/...``) find the shared data. Configs on real data (SST-2, Multi30k, FSDD, MNIST,
-Tiny Shakespeare, ...) are skipped when that data is absent; configs that need a prepared file (an
+(``SHRINK``), offline, in an empty folder; the configs' named datasets are found through
+``$ANYFORMER_DATA``. Configs on real data (SST-2, Multi30k, FSDD, MNIST, Tiny Shakespeare, ...)
+are skipped when ``$ANYFORMER_DATA`` does not hold that data; configs that need a prepared file (an
 offline-RL dataset, a pretrained BERT) get a tiny one first. ``pytest tests/test_configs.py
 --durations=0`` lists the time of each config.
 
@@ -15,7 +15,6 @@ any YAML under ``experiments/`` fails unless its line says why in a ``# pinned: 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -23,15 +22,13 @@ import pytest
 import yaml
 
 from anyformer.core.cli.tasks import TASKS
-from tests.helpers import run_cli
+from tests.helpers import SHARED_DATA, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 CONFIGS = sorted(
     path for domain in ("text", "vision", "speech", "rl") for path in (EXPERIMENTS / domain).glob("*.yaml")
 )
-DATA = Path(os.environ.get("ANYFORMER_DATA") or REPO / ".." / "shared" / "data").resolve()
-"""The shared data folder: ``$ANYFORMER_DATA``, else ``shared/data`` beside the checkout."""
 REAL_DATA = {
     "sst2": "sst2/train.tsv",
     "tinyshakespeare": "tinyshakespeare/input.txt",
@@ -39,9 +36,9 @@ REAL_DATA = {
     "mnist": "torchvision/MNIST",
     "fashion_mnist": "torchvision/FashionMNIST",
     "cifar10": "torchvision/cifar-10-batches-py",
-    "../shared/data/multi30k": "multi30k",
+    "multi30k": "multi30k/train.de",
 }
-"""A config's ``data.source`` -> the file or folder of ``DATA`` it reads."""
+"""A config's ``data.source`` -> the file or folder of ``$ANYFORMER_DATA`` it reads."""
 FAST = ["--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 MULTI30K = ["--data.train_split=val", "--data.vocab_size=500", "--data.max_tokens=256", "--model.val_bleu_sentences=4"]
 """BPE on the 1,014 validation pairs instead of the 29,000 training pairs, and a small batch."""
@@ -77,14 +74,10 @@ def data_source(config: Path) -> str | None:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``tmp/main``, the current folder, beside ``tmp/shared/data`` -> the shared data (when present)."""
-    (tmp_path / "shared").mkdir()
-    if DATA.is_dir():
-        (tmp_path / "shared" / "data").symlink_to(DATA, target_is_directory=True)
-    (tmp_path / "main").mkdir()
-    monkeypatch.chdir(tmp_path / "main")
+    """An empty current folder; offline (``$ANYFORMER_DATA`` is where the real datasets are found)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ANYFORMER_OFFLINE", "1")  # a test never downloads
-    return tmp_path / "main"
+    return tmp_path
 
 
 def prepare(config: Path, task: str) -> None:
@@ -117,8 +110,8 @@ def prepare(config: Path, task: str) -> None:
 def test_config_runs_one_batch(config: Path, workdir: Path) -> None:
     task = task_of(config)
     needed = REAL_DATA.get(data_source(config) or "")
-    if needed is not None and not (DATA / needed).exists():
-        pytest.skip(f"{config.name} reads {DATA / needed}, which is absent (set $ANYFORMER_DATA)")
+    if needed is not None and not (SHARED_DATA and Path(SHARED_DATA, needed).exists()):
+        pytest.skip(f"{config.name} reads {needed} of $ANYFORMER_DATA, which is unset or lacks it")
     prepare(config, task)
     run_cli(workdir, [task, "fit", "--config", str(config), *FAST, *SHRINK.get(config.stem, [])])
 

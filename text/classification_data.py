@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from collections.abc import Sequence
 from functools import partial
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from anyformer.core.data import resolve
 from anyformer.text.batching import LengthBatchSampler, pad_batch
 from anyformer.text.bert.pretrained import pretrained_tokenizer
 from anyformer.text.sentence_encoding import encode_sentence
@@ -25,9 +27,21 @@ from anyformer.text.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-SHARED_SST2 = Path("../shared/data/sst2")
-"""GLUE SST-2 (``train.tsv``, ``dev.tsv`` with header ``sentence<TAB>label``), relative to the repo root."""
 SST2_CLASS_NAMES = ("negative", "positive")
+
+
+def sst2_table(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """A table of GLUE SST-2 (``train.tsv``, ``dev.tsv``; header ``sentence<TAB>label``), verified.
+
+    Args:
+        name: The file, e.g. ``train.tsv``.
+        root: The SST-2 folder, first in the lookup order of :mod:`anyformer.core.data` (then
+            ``$ANYFORMER_DATA``, the user cache, a download).
+
+    Raises:
+        DataUnavailableError: Not on disk and not downloadable (one line naming the URL and path).
+    """
+    return resolve("sst2", root) / name
 
 
 def read_table(
@@ -150,7 +164,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     Args:
         source: ``pydoc-indent`` (offline, see :func:`pydoc_indent_dataset`; every fifth
-            paragraph is validation), ``sst2`` (``../shared/data/sst2/{train,dev}.tsv``) or ``files``.
+            paragraph is validation), ``sst2`` (GLUE SST-2 ``train.tsv``/``dev.tsv`` through
+            :mod:`anyformer.core.data`) or ``files``.
+        root: The SST-2 folder (``source: sst2``), first in the data lookup order; None:
+            ``$ANYFORMER_DATA``, the user cache, then a download.
         train_path: training table (``source: files``), TSV or CSV with a header row.
         val_path: validation table (``source: files``).
         text_column: header of the text column of the tables.
@@ -169,6 +186,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source: str = "pydoc-indent",
+        root: str | None = None,
         train_path: str | None = None,
         val_path: str | None = None,
         text_column: str = "sentence",
@@ -192,7 +210,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
             raise ValueError(f"{owner}.max_seq_len must be >= 3 ([CLS] text [SEP]), got {max_seq_len}")
         if batch_size < 1:
             raise ValueError(f"{owner}.batch_size must be >= 1, got {batch_size!r}")
-        self.source, self.train_path, self.val_path = source, train_path, val_path
+        self.source, self.root, self.train_path, self.val_path = source, root, train_path, val_path
         self.text_column, self.label_column = text_column, label_column
         self._class_names = list(class_names) if class_names is not None else None
         self.init_from, self.tokenizer_path, self.requested_vocab_size = init_from, tokenizer_path, vocab_size
@@ -213,7 +231,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                     self._tables[split][1].append(label)
             else:
                 if self.source == "sst2":
-                    paths = {"train": SHARED_SST2 / "train.tsv", "val": SHARED_SST2 / "dev.tsv"}
+                    paths = {"train": sst2_table("train.tsv", self.root), "val": sst2_table("dev.tsv", self.root)}
                 else:
                     paths = {"train": self.train_path, "val": self.val_path}
                 self._tables = {

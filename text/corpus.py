@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import logging
-import urllib.request
-from http.client import HTTPException
+import os
 from pathlib import Path
 
-from anyformer.core.train.atomic import atomic_write_text
+from anyformer.core.data import resolve
 
 logger = logging.getLogger(__name__)
 
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHARED_TINYSHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
-"""Offline copy, relative to the working directory (the repository root)."""
 DOCUMENT_SEPARATOR = "\n\n"
 """Joins the documents of a multi-document corpus (pydoc topics, the files of a folder)."""
-_DOWNLOAD_TIMEOUT_S = 60
 
 
-def load_corpus(source: str) -> str:
+def load_corpus(source: str, root: str | os.PathLike[str] | None = None) -> str:
     """Read a corpus.
 
     Args:
@@ -27,25 +22,28 @@ def load_corpus(source: str) -> str:
 
             - ``"pydoc"``: the pydoc topic help that ships with every Python (~0.5 MB of
               English prose and code; offline).
-            - ``"tinyshakespeare"``: Karpathy's 1.1 MB of Shakespeare, from
-              ``../shared/data/tinyshakespeare/input.txt``, else ``~/.cache/anyformer/``,
-              else downloaded into that cache.
+            - ``"tinyshakespeare"``: Karpathy's 1.1 MB of Shakespeare, ``input.txt`` of the
+              dataset ``tinyshakespeare`` of :mod:`anyformer.core.data` (``root``, else
+              ``$ANYFORMER_DATA``, else the user cache, else downloaded into that cache; verified).
             - a path to a UTF-8 text file, or to a folder whose ``*.txt`` files (not recursive)
               are read in sorted order and joined by :data:`DOCUMENT_SEPARATOR`.
+        root: The folder of a named dataset (``tinyshakespeare``), first in the lookup order;
+            ignored by the other sources.
 
     Returns:
         The corpus text.
 
     Raises:
-        FileNotFoundError: The path does not exist, a folder has no ``.txt`` files, or
-            tinyshakespeare is neither on disk nor downloadable.
+        FileNotFoundError: The path does not exist or a folder has no ``.txt`` files.
+        DataUnavailableError: tinyshakespeare is neither on disk nor downloadable (a ValueError
+            whose one line names the URL and where to save it).
         ValueError: A file is not valid UTF-8 or holds NUL characters (binary or UTF-16), or the
             corpus has no non-whitespace text.
     """
     if source == "pydoc":
         text = _pydoc_text()
     elif source == "tinyshakespeare":
-        text = _read_utf8(_tinyshakespeare_path())
+        text = _read_utf8(resolve("tinyshakespeare", root) / "input.txt")
     else:
         text = DOCUMENT_SEPARATOR.join(_read_utf8(path) for path in _text_files(Path(source)))
     if not text.strip():
@@ -93,31 +91,3 @@ def _read_utf8(path: Path) -> str:
             "expected a UTF-8 text file"
         )
     return text
-
-
-def _cache_path() -> Path:
-    return Path.home() / ".cache" / "anyformer" / "tinyshakespeare.txt"
-
-
-def _tinyshakespeare_path() -> Path:
-    if SHARED_TINYSHAKESPEARE.is_file():
-        return SHARED_TINYSHAKESPEARE
-    cache = _cache_path()
-    if not cache.is_file():
-        _download(TINYSHAKESPEARE_URL, cache)
-    return cache
-
-
-def _download(url: str, destination: Path) -> None:
-    logger.info("downloading %s to %s", url, destination)
-    try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            data: bytes = response.read()
-        text = data.decode("utf-8")
-    except (OSError, HTTPException, UnicodeDecodeError) as err:  # URLError is an OSError
-        raise FileNotFoundError(
-            f"tinyshakespeare is not at {SHARED_TINYSHAKESPEARE.resolve()} nor at {destination}, "
-            f"and downloading {url} failed ({err}); save that file as either path"
-        ) from err
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(destination, text)

@@ -7,7 +7,6 @@ training batches when mixup/cutmix is on.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
-logger = logging.getLogger(__name__)
+from anyformer.core.data import fetch, resolve
 
-DEFAULT_ROOT = "../shared/data/torchvision"
 DIGITS = [str(i) for i in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_CLASSES = [
@@ -108,15 +106,20 @@ class ImageDataModule(pl.LightningDataModule):
     after construction (no file is read for the built-in sources), so the CLI can size the model.
 
     Sources: ``digits`` (scikit-learn's 1,797 8x8 digits, bundled, offline; a fixed stratified 360
-    are the test split), ``mnist`` and ``fashion_mnist`` (torchvision, 28x28; read from ``root``,
-    downloaded there when absent), ``cifar10`` (32x32 RGB, downloaded when absent) and
-    ``imagefolder`` (``root`` holds one folder per class, or ``train/`` [+ ``val/``] [+ ``test/``]
+    are the test split), ``mnist`` and ``fashion_mnist`` (torchvision, 28x28), ``cifar10`` (32x32
+    RGB) and ``imagefolder`` (``root`` holds one folder per class, or ``train/`` [+ ``val/``] [+ ``test/``]
     such folders; a missing val is carved from train, a missing test is the val set).
+
+    The torchvision sources are the datasets of the same names of :mod:`anyformer.core.data`:
+    read from ``root``, else ``$ANYFORMER_DATA``, else the user cache, else downloaded by
+    torchvision into that cache (``download``); their pinned files are verified.
 
     Args:
         source: One of ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``imagefolder``.
-        root: Dataset folder; None means ``../shared/data/torchvision`` (relative to the working
-            directory). Required for ``imagefolder``.
+        root: For a torchvision source, the folder to hand torchvision (holding ``MNIST/``,
+            ``FashionMNIST/``, ``cifar-10-batches-py/``), first in the data lookup order; None:
+            ``$ANYFORMER_DATA``, the user cache, then a download. For ``imagefolder``, the image
+            folder (required).
         image_size: Side images are resized to; None keeps the source's size (required for imagefolder).
         channels: 1 (grayscale) or 3 (RGB) to convert to; None keeps the source's channels.
         batch_size: Images per batch.
@@ -126,7 +129,7 @@ class ImageDataModule(pl.LightningDataModule):
         rand_augment: Apply RandAugment to training images.
         mixup_alpha: MixUp's Beta(alpha, alpha) (0: off); soft labels in training batches.
         cutmix_alpha: CutMix's Beta(alpha, alpha) (0: off); with both on, one is chosen per batch.
-        download: Allow downloading a missing torchvision dataset into ``root``.
+        download: Allow downloading a missing torchvision dataset (into ``root`` or the user cache).
         num_workers: DataLoader worker processes.
         seed: Seed of the train/val split.
     """
@@ -164,7 +167,8 @@ class ImageDataModule(pl.LightningDataModule):
             raise ValueError("ImageDataModule.random_crop_padding, mixup_alpha, cutmix_alpha, num_workers must be >= 0")
         self.save_hyperparameters()
         info = SOURCES[source]
-        self.root = Path(root if root is not None else DEFAULT_ROOT)
+        self.root = None if root is None else Path(root)
+        self._data_folder: Path | None = None
         self.in_channels = channels or info.channels
         self.image_size = image_size or info.size
         if source == "imagefolder":
@@ -174,6 +178,20 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_classes = len(self.class_names)
         self.mean, self.std = self._stats(info)
         self.datasets: dict[str, Dataset] = {}
+
+    def data_folder(self) -> Path:
+        """The folder of a torchvision source, found (or made, downloading) by :mod:`anyformer.core.data`.
+
+        Raises:
+            DataUnavailableError: it is absent and ``download`` is off, offline or failed (a ValueError).
+        """
+        if self._data_folder is None:
+            source = self.hparams.source
+            if self.hparams.download:  # fetch runs torchvision's download when the dataset is absent
+                self._data_folder = fetch(source, self.root, progress=False)
+            else:
+                self._data_folder = resolve(source, self.root, download=False)
+        return self._data_folder
 
     def _stats(self, info: SourceInfo) -> tuple[list[float], list[float]]:
         """Per-channel mean/std after the channel conversion."""
@@ -185,6 +203,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _folder(self, split: str) -> Path | None:
         """root/<split> if it is a folder; for ``train``, root itself when it has no train/ folder."""
+        assert self.root is not None  # imagefolder requires root
         path = self.root / split
         if path.is_dir():
             return path
@@ -222,15 +241,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     # -- loading ------------------------------------------------------------------------
     def _torchvision(self, train: bool) -> Any:
-        """A torchvision dataset, read from ``root`` and downloaded there only when absent."""
-        cls = TORCHVISION[self.hparams.source]
-        try:
-            return cls(str(self.root), train=train, download=False)
-        except RuntimeError:
-            if not self.hparams.download:
-                raise
-            logger.info("%s not found under %s; downloading it", self.hparams.source, self.root)
-            return cls(str(self.root), train=train, download=True)
+        """A torchvision dataset, read from :meth:`data_folder` (downloaded there only when absent)."""
+        return TORCHVISION[self.hparams.source](str(self.data_folder()), train=train, download=False)
 
     def _tensors(self, train: bool) -> tuple[Tensor, Tensor]:
         """uint8 (N, C, H, W) images and (N,) labels of a built-in source's train or test split."""

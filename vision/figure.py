@@ -3,8 +3,9 @@ the patches of one image, next to the image itself.
 
 Without an INPUT image the first test image of the checkpoint's dataset is drawn. The checkpoint
 does not name its dataset, so it is recognised among the built-in sources by its class names and
-normalization statistics (which the checkpoint keeps); MNIST and Fashion-MNIST are only read
-from disk (``../shared/data/torchvision``), never downloaded.
+normalization statistics (which the checkpoint keeps); MNIST, Fashion-MNIST and CIFAR-10 are only
+read from disk (where :mod:`anyformer.core.data` finds them: ``$ANYFORMER_DATA`` or the user
+cache), never downloaded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 
 from anyformer.core.cli.attention import figure_title, layer_index, rollout_span
 from anyformer.core.cli.errors import UsageError
+from anyformer.core.data import DataError
 from anyformer.core.patches import to_pair
 from anyformer.vision.classify import IMAGE_MODES, read_image, vit_rollout
 from anyformer.vision.overlay import overlay_heatmap
@@ -59,11 +61,12 @@ def default_test_image(module: TaskModule) -> tuple[Image.Image, str]:
         images = load_digits_tensors()[2]  # (N, 1, 8, 8) uint8, the test split
     else:
         try:
-            images = torch.as_tensor(TORCHVISION[source](str(data.root), train=False, download=False).data)
-        except RuntimeError:  # torchvision's "Dataset not found"
+            folder = data.data_folder()  # download=False: found on disk or DataUnavailableError
+            images = torch.as_tensor(TORCHVISION[source](str(folder), train=False, download=False).data)
+        except (DataError, RuntimeError) as err:  # RuntimeError: torchvision's "Dataset not found"
             raise UsageError(
-                f"no INPUT image given and the {source} test split is not under {data.root} "
-                "(it is never downloaded here); give an image file"
+                f"no INPUT image given and the {source} test split is not on disk ({err}); "
+                "it is never downloaded here; give an image file"
             ) from None
         images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
     first = images[0].numpy()

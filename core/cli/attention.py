@@ -25,7 +25,7 @@ used, so the core imports no domain package); each domain draws its own figure:
   1..L (INPUT an image; default the first test image of the built-in dataset the checkpoint was
   trained on, when it is on disk);
 - ``speech``: the log-mel spectrogram with the rollout over its patches (INPUT an audio file;
-  default the first FSDD test clip under ``../shared/data/fsdd``);
+  default the first test clip of the dataset ``fsdd`` of ``anyformer.core.data``, when it is on disk);
 - ``dt``: every head's attention in one layer over the interleaved R, s, a tokens of K steps
   (INPUT a trajectories ``.npz`` of ``anyformer collect``, whose first episode is drawn; default a
   greedy K-step rollout in the checkpoint's environment).

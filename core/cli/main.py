@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anyformer.core.cli.errors import UsageError, one_line, report
 from anyformer.core.cli.tasks import TASKS, TOOLS, resolve
+from anyformer.core.data.errors import DataError
 
 USAGE = (
     "usage: anyformer <task> fit|validate|test|predict --config FILE [--run-name NAME] [--compile]"
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if name in TASKS:
         try:
             run_task(name, rest)
-        except UsageError as err:
+        except (UsageError, DataError) as err:  # DataError: a dataset found missing or corrupt while training
             return report(f"anyformer {name}", err)
         except FloatingPointError as err:  # the run diverged; its checkpoints are kept
             print(f"anyformer {name}: training stopped: {one_line(err)}", file=sys.stderr)

@@ -175,9 +175,10 @@ def _unavailable(spec: Dataset, folder: Path, reason: str, remote: Remote | None
         needed = [f.path for f in spec.required] + list(spec.markers)
         path = folder / needed[0] if needed else folder
         fetch_it = f"`anyformer data fetch {spec.name}`"
-        how = f"{spec.managed_by} downloads it when online ({fetch_it}), " if spec.managed_by else ""
+        origin = f" from {spec.url}" if spec.url else ""
+        how = f"{spec.managed_by} downloads it{origin} when online ({fetch_it}), " if spec.managed_by else ""
         message = f"dataset {spec.name!r} is not in {folder}: {reason}; {how}put its files there (e.g. {path}), "
-        return DataUnavailableError(message + elsewhere, dataset=spec.name, path=path)
+        return DataUnavailableError(message + elsewhere, dataset=spec.name, url=spec.url, path=path)
     if remote is None:
         remote = next((r for r in spec.remotes if not all((folder / t).is_file() for t in r.targets)), spec.remotes[0])
     url, path = remote_url(remote), folder / remote.filename

@@ -114,7 +114,7 @@ def _fsdd() -> Dataset:
     )
 
 
-def _torchvision(name: str, cls: str, raw: str, description: str, pins: dict[str, str]) -> Dataset:
+def _torchvision(name: str, cls: str, raw: str, description: str, url: str, pins: dict[str, str]) -> Dataset:
     return Dataset(
         name,
         description,
@@ -124,6 +124,7 @@ def _torchvision(name: str, cls: str, raw: str, description: str, pins: dict[str
         note="torchvision downloads it (md5-checked); the 4 uncompressed raw IDX files are pinned here",
         factory=f"torchvision.datasets:{cls}",
         factory_calls=({"train": True}, {"train": False}),
+        url=url,
     )
 
 
@@ -180,6 +181,7 @@ def _build() -> dict[str, Dataset]:
             "MNIST",
             "MNIST",
             "MNIST handwritten digits, 60,000 train + 10,000 test, 28x28 (torchvision.datasets.MNIST)",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
             {
                 "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
                 "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -192,6 +194,7 @@ def _build() -> dict[str, Dataset]:
             "FashionMNIST",
             "FashionMNIST",
             "Fashion-MNIST article images, 10 classes, 60,000 + 10,000, 28x28 (torchvision.datasets.FashionMNIST)",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
             {
                 "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
                 "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -208,6 +211,7 @@ def _build() -> dict[str, Dataset]:
             note="torchvision downloads it and checks its md5; nothing is pinned here",
             factory="torchvision.datasets:CIFAR10",
             factory_calls=({"train": True}, {"train": False}),
+            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         ),
         Dataset(
             "speech_commands",
@@ -218,6 +222,7 @@ def _build() -> dict[str, Dataset]:
             note="torchaudio downloads it (2.3 GB, checksum-checked) with folder_in_archive='SpeechCommands'",
             factory="torchaudio.datasets:SPEECHCOMMANDS",
             factory_calls=({"folder_in_archive": "SpeechCommands", "subset": "testing"},),
+            url="http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
         ),
     ]
     return {dataset.name: dataset for dataset in datasets}

@@ -101,6 +101,7 @@ class Dataset:
         factory: ``module:attribute`` of the managed dataset class; ``fetch`` calls it with the
             folder, ``download=True`` and each of :attr:`factory_calls` as keyword arguments.
         factory_calls: Keyword arguments of each call (one per split to download).
+        url: For a managed dataset: the file that library downloads first (named in messages).
     """
 
     name: str
@@ -114,6 +115,7 @@ class Dataset:
     note: str = ""
     factory: str = ""
     factory_calls: tuple[Mapping[str, Any], ...] = field(default=({},))
+    url: str = ""
 
     def __post_init__(self) -> None:
         _check_relative(self.folder, f"dataset {self.name!r} folder")

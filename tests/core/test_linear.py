@@ -155,7 +155,7 @@ def test_compiled_graph_keeps_the_onednn_operator_whole_and_matches_eager():
 
 def transformer_models() -> dict[str, nn.Module]:
     from anyformer.rl.dt import DecisionTransformer, DTConfig
-    from anyformer.speech.model import SpeechConfig, SpeechTransformer
+    from anyformer.speech.speech import SpeechConfig, SpeechTransformer
     from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining
     from anyformer.text.gpt.gpt import GPT, GPTConfig
     from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig

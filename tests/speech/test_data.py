@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +9,12 @@ import torch
 from anyformer.speech import synth
 from anyformer.speech.augment import WaveAugment, WaveAugmentConfig
 from anyformer.speech.data import ClipDataset, SpeechDataModule, split_indices
-from anyformer.speech.sources import FSDD_ROOT, ClipSet
+from anyformer.speech.sources import ClipSet
+from tests.helpers import SHARED_DATA
 
 needs_fsdd = pytest.mark.skipif(
-    not FSDD_ROOT.is_dir(), reason=f"FSDD recordings not found at {FSDD_ROOT} (tests run from the repo root)"
+    not (SHARED_DATA and Path(SHARED_DATA, "fsdd", "recordings").is_dir()),
+    reason="FSDD recordings not found in $ANYFORMER_DATA/fsdd/recordings ($ANYFORMER_DATA unset or without FSDD)",
 )
 
 

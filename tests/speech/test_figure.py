@@ -14,7 +14,7 @@ from anyformer.core.rollout import attention_rollout, summary_weights
 from anyformer.speech.classify import cls_attention
 from anyformer.speech.features import SpectrogramConfig
 from anyformer.speech.figure import speech_rollout
-from anyformer.speech.model import SpeechConfig
+from anyformer.speech.speech import SpeechConfig
 from anyformer.speech.speech_task import SpeechModule
 
 SPECTROGRAM = SpectrogramConfig(sample_rate=8000, duration_s=0.25, n_mels=16)  # 16 x 26

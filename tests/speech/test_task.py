@@ -20,7 +20,7 @@ from anyformer.speech.audio import AudioError, fit_duration
 from anyformer.speech.classify import classify_audio, classify_audio_files, cls_attention
 from anyformer.speech.cnn import SpeechCNNConfig
 from anyformer.speech.data import SpeechDataModule
-from anyformer.speech.model import SpeechConfig
+from anyformer.speech.speech import SpeechConfig
 from anyformer.speech.speech_task import SpeechCNNModule, SpeechModule
 from anyformer.speech.synth import DIGIT_WORDS
 

@@ -1,7 +1,6 @@
 """BERT data: masking statistics, NSP balance and partners, pair layout, tables and labels."""
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,8 @@ from anyformer.text.classification_data import TextClassificationDataModule, cla
 from anyformer.text.sentence_encoding import encode_sentence
 from anyformer.text.seq2seq.data import ParallelDataModule
 from anyformer.text.tokenizer import BPETokenizer, CharTokenizer
+from tests.helpers import data_path
 
-SST2 = Path("../shared/data/sst2")
 MASK_ID, N_SPECIAL, VOCAB = 4, 6, 1000
 
 
@@ -327,8 +326,8 @@ def test_encode_sentence_crops_from_the_right_and_replaces_unencodable_character
     assert replaced == 1 and bpe.decode(ids[1:-1]) == "hi \ufffd there"
 
 
-@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="needs ../shared/data/sst2 (GLUE SST-2)")
 def test_sst2_tables():
+    data_path("sst2/train.tsv")
     data = TextClassificationDataModule(source="sst2")
     train, dev = data.tables("train"), data.tables("val")
     assert (len(train[0]), len(dev[0])) == (67349, 872)

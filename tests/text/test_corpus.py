@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import io
-import urllib.error
-import urllib.request
+import shutil
 from pathlib import Path
 
 import pytest
 
-from anyformer.text.corpus import DOCUMENT_SEPARATOR, TINYSHAKESPEARE_URL, load_corpus
+from anyformer.core.data import ChecksumMismatchError, DataUnavailableError
+from anyformer.core.data.locations import ENV_CACHE, ENV_DATA, ENV_OFFLINE
+from anyformer.text.corpus import DOCUMENT_SEPARATOR, load_corpus
+from tests.helpers import data_path
 
-SHARED_TINYSHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 
 def test_pydoc_corpus_is_offline_english_and_deterministic() -> None:
@@ -61,8 +62,8 @@ def test_folder_without_txt_files_is_rejected(tmp_path: Path) -> None:
         load_corpus(str(tmp_path))
 
 
-@pytest.mark.skipif(not SHARED_TINYSHAKESPEARE.exists(), reason="../shared/data is not present")
-def test_tinyshakespeare_from_shared_data() -> None:
+def test_tinyshakespeare_from_anyformer_data() -> None:
+    data_path("tinyshakespeare/input.txt")
     text = load_corpus("tinyshakespeare")
     assert len(text) == 1_115_394
     assert len(set(text)) == 65
@@ -70,40 +71,47 @@ def test_tinyshakespeare_from_shared_data() -> None:
 
 
 @pytest.fixture
-def no_local_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run where neither ../shared/data nor the user cache has tinyshakespeare; return the cache."""
-    work = tmp_path / "work" / "repo"
-    work.mkdir(parents=True)
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / ".cache" / "anyformer" / "tinyshakespeare.txt"
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No $ANYFORMER_DATA, an empty user cache, offline; returns the cache's data folder."""
+    monkeypatch.delenv(ENV_DATA, raising=False)
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_OFFLINE, "1")
+    return tmp_path / "cache" / "data"
 
 
-def test_tinyshakespeare_is_downloaded_once_into_the_cache(
-    no_local_copy: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    requested = []
-
-    def fake_urlopen(url: str, timeout: float) -> io.BytesIO:
-        requested.append(url)
-        return io.BytesIO("First Citizen: ✓\n".encode())
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    assert load_corpus("tinyshakespeare") == "First Citizen: ✓\n"
-    assert no_local_copy.read_text(encoding="utf-8") == "First Citizen: ✓\n"
-    assert load_corpus("tinyshakespeare") == "First Citizen: ✓\n"
-    assert requested == [TINYSHAKESPEARE_URL]
-
-
-def test_failed_download_says_where_to_put_the_file(no_local_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(url: str, timeout: float) -> io.BytesIO:
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(FileNotFoundError, match="no network") as error:
+def test_offline_without_a_copy_names_the_url_and_where_to_save_it(empty_cache: Path) -> None:
+    with pytest.raises(DataUnavailableError) as error:
         load_corpus("tinyshakespeare")
     message = str(error.value)
-    assert str(no_local_copy) in message
-    assert "shared/data/tinyshakespeare/input.txt" in message
-    assert "save that file as either path" in message
-    assert not no_local_copy.exists()
+    assert "\n" not in message and "'tinyshakespeare'" in message
+    assert f"download {TINYSHAKESPEARE_URL} and save it as {empty_cache / 'tinyshakespeare' / 'input.txt'}" in message
+    assert "ANYFORMER_OFFLINE" in message and "ANYFORMER_DATA" in message
+    assert error.value.url == TINYSHAKESPEARE_URL
+    assert not (empty_cache / "tinyshakespeare" / "input.txt").exists()
+
+
+def test_the_file_saved_where_the_error_says_is_read_offline(empty_cache: Path) -> None:
+    real = data_path("tinyshakespeare/input.txt")
+    with pytest.raises(DataUnavailableError) as error:
+        load_corpus("tinyshakespeare")
+    assert error.value.path is not None
+    error.value.path.parent.mkdir(parents=True)
+    shutil.copyfile(real, error.value.path)
+    assert load_corpus("tinyshakespeare") == real.read_text(encoding="utf-8")
+
+
+def test_a_copy_in_anyformer_data_or_root_is_read_and_verified(
+    empty_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = data_path("tinyshakespeare/input.txt")
+    copy = tmp_path / "data" / "tinyshakespeare" / "input.txt"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(real, copy)
+    assert load_corpus("tinyshakespeare", root=copy.parent).startswith("First Citizen:")  # explicit root
+    monkeypatch.setenv(ENV_DATA, str(tmp_path / "data"))
+    assert load_corpus("tinyshakespeare").startswith("First Citizen:")
+    assert not (empty_cache / "tinyshakespeare").exists()  # read in place, nothing copied
+    with copy.open("a", encoding="utf-8") as handle:
+        handle.write("an added line\n")
+    with pytest.raises(ChecksumMismatchError, match=r"input\.txt has sha256 \w+, expected 86c4e6aa"):
+        load_corpus("tinyshakespeare")

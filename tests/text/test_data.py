@@ -12,8 +12,8 @@ from torch import Tensor
 from anyformer.text.corpus import load_corpus
 from anyformer.text.gpt.data import TextDataModule, TokenWindows
 from anyformer.text.tokenizer import DEFAULT_SPECIALS, BPETokenizer, CharTokenizer
+from tests.helpers import data_path
 
-SHARED_TINYSHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
 CONTEXT_LEN = 16
 BATCH_SIZE = 4
 
@@ -182,8 +182,8 @@ def test_arguments_are_attributes_for_the_cli_to_link(corpus_file: str) -> None:
     assert data.vocab_size == data.tokenizer.vocab_size < 300
 
 
-@pytest.mark.skipif(not SHARED_TINYSHAKESPEARE.exists(), reason="../shared/data is not present")
 def test_tinyshakespeare_char_level_matches_nanogpt() -> None:
+    data_path("tinyshakespeare/input.txt")
     data = TextDataModule(source="tinyshakespeare", tokenizer="char")
     assert isinstance(data.tokenizer, CharTokenizer)
     assert data.vocab_size == 65 + len(DEFAULT_SPECIALS)  # nanoGPT's 65 characters

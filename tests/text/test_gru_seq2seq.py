@@ -18,7 +18,7 @@ from anyformer.text.baselines.gru_seq2seq import ATTENTIONS, GRUSeq2Seq, GRUSeq2
 from anyformer.text.seq2seq.data import IGNORE_INDEX, Collate, pad_ids, synthetic_pairs
 from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
 from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
-from tests.helpers import read_metrics, run_cli
+from tests.helpers import data_path, read_metrics, run_cli
 from tests.text.test_seq2seq_model import BOS, EOS, PAD, VOCAB, _batch, _sharpen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -279,14 +279,12 @@ def test_multi30k_config_parses(capsys):
     assert "hidden_dim: 480" in printed and "label_smoothing: 0.1" in printed and "test_beams: 4" in printed
 
 
-MULTI30K = Path("../shared/data/multi30k")
-
-
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason="Multi30k not found at ../shared/data/multi30k")
 def test_multi30k_config_runs_one_step(tmp_path, caplog):
-    """fast_dev_run of the real config: BPE on 58k sentences, one train and one val batch (small)."""
+    """fast_dev_run of the real config with Multi30k given as a plain folder of {split}.{lang} files
+    (not the named source): BPE on 58k sentences, one train and one val batch (small)."""
+    multi30k = data_path("multi30k/train.de").parent
     args = ["gru-seq2seq", "fit", "--config", str(REPO / "experiments/text/gru_multi30k.yaml"),
-            "--data.source", str(MULTI30K.resolve()), "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
+            "--data.source", str(multi30k), "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
             "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     with caplog.at_level(logging.INFO):
         run_cli(tmp_path, args)

@@ -1,7 +1,6 @@
 """Parallel data for seq2seq: the synthetic task, aligned files, encoding, length batching, Multi30k."""
 
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ from anyformer.text.seq2seq.data import (
     synthetic_pairs,
     synthetic_target,
 )
-
-MULTI30K = Path("../shared/data/multi30k")
+from anyformer.text.seq2seq.translate import eval_set_files
+from tests.helpers import data_path
 
 
 def test_synthetic_target_glosses_known_words_and_copies_the_rest():
@@ -56,7 +55,7 @@ def test_read_parallel_checks_alignment_and_names_the_files(tmp_path):
 
 
 def test_folder_source_must_exist():
-    with pytest.raises(FileNotFoundError, match="neither 'synthetic' nor a folder"):
+    with pytest.raises(FileNotFoundError, match=r"is not 'synthetic', one of the datasets .*, nor a folder"):
         ParallelDataModule(source="/nonexistent/corpus").pairs("train")
 
 
@@ -121,11 +120,27 @@ def test_one_over_long_pair_gets_its_own_batch():
     assert batches == [[0, 2, 3], [1]]
 
 
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason="Multi30k not found at ../shared/data/multi30k")
+def test_eval_set_names_a_split_of_a_dataset_found_by_the_data_layer():
+    multi30k = data_path("multi30k/test_2016_flickr.de").parent
+    assert eval_set_files("multi30k:test_2016_flickr") == (
+        multi30k / "test_2016_flickr.de",
+        multi30k / "test_2016_flickr.en",
+    )
+    assert eval_set_files("multi30k:val:en-de", root=str(multi30k)) == (multi30k / "val.en", multi30k / "val.de")
+
+
+def test_named_source_multi30k_reads_the_same_files_as_its_folder():
+    multi30k = data_path("multi30k/val.de").parent
+    named = ParallelDataModule(source="multi30k", train_split="val", vocab_size=300)
+    assert named.folder() == multi30k  # through $ANYFORMER_DATA
+    assert named.pairs("train") == ParallelDataModule(source=str(multi30k), train_split="val").pairs("train")
+
+
 def test_multi30k_line_counts_match():
+    multi30k = data_path("multi30k")
     expected = {"train": 29000, "val": 1014, "test_2016_flickr": 1000}
     for split, count in expected.items():
-        pairs = read_parallel(MULTI30K / f"{split}.de", MULTI30K / f"{split}.en")
+        pairs = read_parallel(multi30k / f"{split}.de", multi30k / f"{split}.en")
         assert len(pairs) == count
         assert all(de.strip() and en.strip() for de, en in pairs)
     assert pairs[0][1].startswith("A man")  # test_2016_flickr line 1 is English on the .en side

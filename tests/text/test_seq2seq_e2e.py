@@ -12,7 +12,7 @@ from anyformer.core.cli.main import main as cli_main
 from anyformer.core.train.checkpoint import load_task
 from anyformer.text.seq2seq.data import synthetic_pairs
 from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
-from tests.helpers import read_metrics, run_cli
+from tests.helpers import data_path, read_metrics, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments/text/seq2seq_demo.yaml"
@@ -96,6 +96,14 @@ def test_translate_usage_errors_exit_2(run, tmp_path, capsys):
         (["--ckpt", str(ckpt), "--eval-src", str(tmp_path / "one.txt"), "--eval-ref", str(tmp_path / "two.txt")],
          "one.txt has 1 lines"),
         (["--ckpt", str(ckpt), "--file", str(tmp_path / "nope.txt")], "nope.txt does not exist"),
+        (["--ckpt", str(ckpt), "--eval-set", "multi30k"], "is not DATASET:SPLIT[:SRC-TGT]"),
+        (["--ckpt", str(ckpt), "--eval-set", "multi30k:test:de"], "is not DATASET:SPLIT[:SRC-TGT]"),
+        (["--ckpt", str(ckpt), "--eval-set", "wmt14:test"], "unknown dataset 'wmt14'; known: multi30k"),
+        (["--ckpt", str(ckpt), "--eval-set", "multi30k:val", "--eval-src", str(tmp_path / "one.txt"),
+          "--eval-ref", str(tmp_path / "two.txt")], "not both"),
+        # offline (the suite's setting) and not in the given folder: the data layer's one line
+        (["--ckpt", str(ckpt), "--eval-set", "multi30k:val", "--data-root", str(tmp_path / "empty")],
+         f"dataset 'multi30k' is not in {tmp_path / 'empty'}"),
     ]  # fmt: skip
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -112,14 +120,12 @@ def test_multi30k_config_parses(capsys):
     assert "test_split: test_2016_flickr" in printed and "label_smoothing: 0.1" in printed
 
 
-MULTI30K = Path("../shared/data/multi30k")
-
-
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason="Multi30k not found at ../shared/data/multi30k")
 def test_multi30k_config_runs_one_step(tmp_path, caplog):
-    """fast_dev_run of the real config: BPE on 58k sentences, one train and one val batch (small)."""
+    """fast_dev_run of the real config (the named source multi30k, found in $ANYFORMER_DATA): BPE on
+    58k sentences, one train and one val batch (small)."""
+    data_path("multi30k/train.de")
     args = ["seq2seq", "fit", "--config", str(REPO / "experiments/text/seq2seq_multi30k.yaml"),
-            "--data.source", str(MULTI30K.resolve()), "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
+            "--data.max_tokens", "256", "--model.val_bleu_sentences", "4",
             "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     with caplog.at_level(logging.INFO):
         run_cli(tmp_path, args)

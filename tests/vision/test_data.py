@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from anyformer.vision.data import DIGITS_TEST_SIZE, ImageDataModule
-
-SHARED_TORCHVISION = Path("../shared/data/torchvision")
+from tests.helpers import data_path
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +115,10 @@ def test_imagefolder_with_train_val_test_folders(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("source", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_torchvision_sources_from_the_shared_folder(source: str, folder: str) -> None:
-    if not (SHARED_TORCHVISION / folder / "raw").is_dir():
-        pytest.skip(f"{SHARED_TORCHVISION / folder} is absent (tests run from the repo root with ../shared beside it)")
+def test_torchvision_sources_from_anyformer_data(source: str, folder: str) -> None:
+    torchvision = data_path(f"torchvision/{folder}/raw").parents[1]
     data = ImageDataModule(source=source, download=False, batch_size=8)
+    assert data.data_folder() == torchvision  # found through $ANYFORMER_DATA
     data.setup()
     assert [len(data.datasets[s]) for s in ("train", "val", "test")] == [54_000, 6_000, 10_000]
     images, labels = next(iter(data.test_dataloader()))

@@ -11,13 +11,14 @@ for fine-tuning are :mod:`anyformer.text.classification_data`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from anyformer.text.bert.pairs import PairSampler, SentencePairs
-from anyformer.text.classification_data import SHARED_SST2, read_table
+from anyformer.text.classification_data import read_table, sst2_table
 from anyformer.text.corpus import load_corpus
 from anyformer.text.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
@@ -47,16 +48,14 @@ def split_documents(text: str) -> list[list[str]]:
     return documents
 
 
-def load_pretraining_documents(source: str) -> list[list[str]]:
+def load_pretraining_documents(source: str, root: str | os.PathLike[str] | None = None) -> list[list[str]]:
     """Documents of sentences of one pretraining source: ``sst2`` (the SST-2 training sentences,
-    one document each), or any :func:`anyformer.text.corpus.load_corpus` source (``pydoc``, ...)."""
+    one document each), or any :func:`anyformer.text.corpus.load_corpus` source (``pydoc``, ...).
+    ``root`` is the folder of a named dataset source (``sst2``, ``tinyshakespeare``)."""
     if source == "sst2":
-        path = SHARED_SST2 / "train.tsv"
-        if not path.is_file():
-            raise FileNotFoundError(f"source 'sst2' needs {path.resolve()} (GLUE SST-2 train.tsv)")
-        sentences, _ = read_table(path, "sentence")
+        sentences, _ = read_table(sst2_table("train.tsv", root), "sentence")
         return split_documents("\n\n".join(sentences))  # one document per line
-    return split_documents(load_corpus(source))
+    return split_documents(load_corpus(source, root))
 
 
 class BertPretrainDataModule(pl.LightningDataModule):
@@ -72,6 +71,10 @@ class BertPretrainDataModule(pl.LightningDataModule):
     Args:
         source: a corpus or a list of corpora: ``sst2`` (the SST-2 training sentences), ``pydoc``,
             ``tinyshakespeare`` or a text file/folder (see :func:`anyformer.text.corpus.load_corpus`).
+        root: Folder of the named dataset source (``sst2`` or ``tinyshakespeare``), first in the
+            lookup order of :mod:`anyformer.core.data`; None: ``$ANYFORMER_DATA``, the user cache,
+            then a download. With several named sources, a data folder laid out like
+            ``$ANYFORMER_DATA`` (``sst2/``, ``tinyshakespeare/``).
         vocab_size: target BPE vocabulary size when training a tokenizer.
         tokenizer_path: JSON tokenizer from ``Tokenizer.save`` to use instead of training one.
         max_seq_len: longest pair in tokens, [CLS] and [SEP]s included (linked into the model).
@@ -85,6 +88,7 @@ class BertPretrainDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source: str | list[str] = "pydoc",
+        root: str | None = None,
         vocab_size: int = 2048,
         tokenizer_path: str | None = None,
         max_seq_len: int = 128,
@@ -105,7 +109,7 @@ class BertPretrainDataModule(pl.LightningDataModule):
         self.sources = [source] if isinstance(source, str) else list(source)
         if not self.sources:
             raise ValueError(f"{owner}.source is empty; name at least one of {PRETRAIN_SOURCE_HELP}")
-        self.requested_vocab_size, self.tokenizer_path = vocab_size, tokenizer_path
+        self.root, self.requested_vocab_size, self.tokenizer_path = root, vocab_size, tokenizer_path
         self.max_seq_len, self.mask_prob, self.batch_size = max_seq_len, mask_prob, batch_size
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
         self._documents: dict[str, list[list[str]]] | None = None
@@ -117,7 +121,7 @@ class BertPretrainDataModule(pl.LightningDataModule):
         if self._documents is None:
             train, val = [], []
             for source in self.sources:
-                docs = load_pretraining_documents(source)
+                docs = load_pretraining_documents(source, self.root)
                 n_val = max(2, round(len(docs) * self.val_fraction))
                 if len(docs) < n_val + 2:
                     raise ValueError(f"source {source!r} has {len(docs)} documents; NSP needs at least {n_val + 2}")

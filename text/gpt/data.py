@@ -144,6 +144,8 @@ class TextDataModule(pl.LightningDataModule):
 
     Args:
         source: Corpus: ``"pydoc"``, ``"tinyshakespeare"`` or a path; see :func:`load_corpus`.
+        root: Folder of a named dataset source (``tinyshakespeare``), first in the lookup order of
+            :mod:`anyformer.core.data`; None: ``$ANYFORMER_DATA``, the user cache, then a download.
         tokenizer: Tokenizer kind to train: ``"bpe"`` or ``"char"``.
         vocab_size: Target BPE vocabulary size (``char`` takes the corpus alphabet instead).
         tokenizer_path: JSON file from ``Tokenizer.save`` to load instead of training one; its
@@ -160,6 +162,7 @@ class TextDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source: str = "pydoc",
+        root: str | None = None,
         tokenizer: str = "bpe",
         vocab_size: int = 512,
         tokenizer_path: str | None = None,
@@ -188,6 +191,7 @@ class TextDataModule(pl.LightningDataModule):
         if seed < 0:
             raise ValueError(f"TextDataModule.seed must be >= 0, got {seed!r}")
         self.source = source
+        self.root = root
         self.tokenizer_kind = tokenizer
         self.requested_vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path
@@ -205,7 +209,7 @@ class TextDataModule(pl.LightningDataModule):
     def _train_val_text(self) -> tuple[str, str]:
         """Read the corpus once and split it by characters into (train, val) text."""
         if self._texts is None:
-            text = load_corpus(self.source)
+            text = load_corpus(self.source, self.root)
             split = int(len(text) * (1 - self.val_fraction))
             self._texts = text[:split], text[split:]
         return self._texts

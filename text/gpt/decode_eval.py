@@ -145,7 +145,7 @@ def validation_text(ckpt: Path) -> str:
     if "source" not in data:
         raise UsageError(f"{config_file} has no data.source; pass --prompt-file")
     try:
-        text = load_corpus(data["source"])
+        text = load_corpus(data["source"], data.get("root"))
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read the training corpus {data['source']!r} named in {config_file}: {err}") from err
     return text[int(len(text) * (1 - data.get("val_fraction", 0.1))) :]

@@ -1,9 +1,11 @@
 """Parallel text for translation: line i of the source file translates line i of the target file.
 
-Two sources of pairs:
+Three sources of pairs:
 
-- a folder holding ``{split}.{lang}`` files, e.g. Multi30k at ``../shared/data/multi30k/``
-  (``train.de``/``train.en``, ``val.*``, ``test_2016_flickr.*``);
+- ``"multi30k"``: the Multi30k task-1 captions (``train.de``/``train.en``, ``val.*``,
+  ``test_2016_flickr.*``, ...) of :mod:`anyformer.core.data`: read from ``root``, else
+  ``$ANYFORMER_DATA``, else the user cache, else downloaded into that cache, and verified;
+- a folder holding ``{split}.{lang}`` files (any parallel corpus laid out like Multi30k);
 - ``"synthetic"`` (the offline default, no download): a deterministic made-up "translation" of
   Python's own documentation (``pydoc_data.topics``, shipped with every Python) into word-for-word
   pseudo-French. The text is cut into sentences at ``.``, ``!``, ``?``, ``:`` and ``;``; each
@@ -45,6 +47,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from anyformer.core.data import resolve
 from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler
 from anyformer.text.tokenizer import CLS, EOS, PAD, TOKENIZERS, Tokenizer, build_tokenizer
 
@@ -53,6 +56,8 @@ logger = logging.getLogger(__name__)
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = CLS, EOS, PAD
 """The decoder starts from ``[CLS]``, a translation ends with ``<|endoftext|>``, batches pad with ``[PAD]``."""
 SYNTHETIC = "synthetic"
+DATASETS = ("multi30k",)
+"""Named sources of :mod:`anyformer.core.data` whose folders hold ``{split}.{lang}`` files."""
 Pair = tuple[str, str]
 
 
@@ -205,7 +210,11 @@ class ParallelDataModule(pl.LightningDataModule):
     the model from them (``Seq2SeqModule.data_links``).
 
     Args:
-        source: ``"synthetic"`` (offline, module docstring) or a folder of ``{split}.{lang}`` files.
+        source: ``"synthetic"`` (offline, module docstring), ``"multi30k"`` (a named dataset of
+            :mod:`anyformer.core.data`) or a folder of ``{split}.{lang}`` files (write ``./multi30k``
+            for a folder of that name).
+        root: The folder of a named source (``multi30k``), first in the data lookup order; None:
+            ``$ANYFORMER_DATA``, the user cache, then a download. Ignored by the other sources.
         src_lang: file suffix of the source language (folder sources).
         tgt_lang: file suffix of the target language (folder sources).
         train_split: training split name (folder sources).
@@ -225,6 +234,7 @@ class ParallelDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source: str = SYNTHETIC,
+        root: str | None = None,
         src_lang: str = "de",
         tgt_lang: str = "en",
         train_split: str = "train",
@@ -251,13 +261,14 @@ class ParallelDataModule(pl.LightningDataModule):
             raise ValueError(f"ParallelDataModule.max_tokens must be >= 1 or null, got {max_tokens!r}")
         if num_workers < 0:
             raise ValueError(f"ParallelDataModule.num_workers must be >= 0, got {num_workers!r}")
-        self.source, self.src_lang, self.tgt_lang = source, src_lang, tgt_lang
+        self.source, self.root, self.src_lang, self.tgt_lang = source, root, src_lang, tgt_lang
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.tokenizer_kind, self.requested_vocab_size, self.shared_vocab = tokenizer, vocab_size, shared_vocab
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         self.batch_size, self.max_tokens, self.num_workers = batch_size, max_tokens, num_workers
         self._generator = torch.Generator().manual_seed(seed)
         self._pairs: dict[str, list[Pair]] = {}
+        self._folder: Path | None = None
         self._tokenizers: tuple[Tokenizer, Tokenizer] | None = None
         self._datasets: dict[str, ParallelDataset] = {}
 
@@ -270,16 +281,25 @@ class ParallelDataModule(pl.LightningDataModule):
             if self.source == SYNTHETIC:
                 self._pairs.update(synthetic_pairs())
             else:
-                folder, name = Path(self.source), self.splits[split]
-                if not folder.is_dir():
-                    raise FileNotFoundError(
-                        f"ParallelDataModule.source={self.source!r} is neither 'synthetic' nor a folder "
-                        f"of {{split}}.{{lang}} files (e.g. ../shared/data/multi30k)"
-                    )
+                folder, name = self.folder(), self.splits[split]
                 pairs = read_parallel(folder / f"{name}.{self.src_lang}", folder / f"{name}.{self.tgt_lang}")
                 self._pairs[split] = pairs
                 logger.info("%s split %s: %d pairs", split, name, len(pairs))
         return self._pairs[split]
+
+    def folder(self) -> Path:
+        """The folder of ``{split}.{lang}`` files: a named dataset's (resolved once), or ``source``."""
+        if self.source in DATASETS:
+            if self._folder is None:
+                self._folder = resolve(self.source, self.root)
+            return self._folder
+        folder = Path(self.source)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"ParallelDataModule.source={self.source!r} is not 'synthetic', one of the datasets "
+                f"{list(DATASETS)}, nor a folder of {{split}}.{{lang}} files"
+            )
+        return folder
 
     def _train_tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
         sources, targets = zip(*self.pairs("train"))

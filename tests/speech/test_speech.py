@@ -9,7 +9,7 @@ from anyformer.core.vit import ViT, ViTConfig
 from anyformer.speech.cnn import SpeechCNN, SpeechCNNConfig
 from anyformer.speech.features import LogMelSpectrogram, SpectrogramConfig
 from anyformer.speech.front_end import SpeechFrontEnd
-from anyformer.speech.model import SpeechConfig, SpeechTransformer
+from anyformer.speech.speech import SpeechConfig, SpeechTransformer
 from anyformer.speech.speech_task import SpeechCNNModule, SpeechModule
 
 SPECTROGRAM = SpectrogramConfig(n_mels=32, duration_s=0.5, normalize=True, mean=-8.0, std=5.0)  # 32 x 51
