@@ -8,6 +8,11 @@ order: the items are shuffled, each run of :data:`BUCKET_BATCHES` batches' worth
 sorted by length and cut into batches, and the batches of the whole epoch are shuffled (a short
 remainder batch stays last); so a batch holds items of similar length, every epoch differs, and a
 run is reproducible from its generator's seed. Evaluation order: the whole split sorted by length.
+
+Under DDP every rank plans the same batches (the same seeded generator) and takes every
+``world_size``-th one; the sampler is a ``DistributedSampler``, so Lightning does not wrap it in a
+sampler of its own (which would break the buckets), as with GPT's ``WindowSampler``. The loaders
+(:func:`batch_loader`) therefore take it as their ``sampler``, each element a whole batch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 IGNORE_INDEX = -100
 """Label of positions without a loss (padding, unmasked tokens), as ``F.cross_entropy`` expects."""
@@ -70,7 +75,7 @@ def bucket_by_length(
     return [batches[i] for i in shuffled] + remainder
 
 
-class LengthBatchSampler(Sampler[list[Any]]):
+class LengthBatchSampler(DistributedSampler):
     """Batches of items of similar length, so little of a batch is padding (module docstring).
 
     The items are the indices ``0..N-1`` of ``lengths``; a subclass whose items are drawn anew
@@ -84,6 +89,9 @@ class LengthBatchSampler(Sampler[list[Any]]):
         shuffle: training order (shuffled, bucketed, a new order every epoch) rather than the
             whole split sorted by length (evaluation).
         generator: source of the shuffles; epochs continue its stream.
+        rank: this process's rank (DDP).
+        world_size: number of ranks; each takes every ``world_size``-th batch of the shared plan,
+            all the same number of batches (a remainder of fewer than ``world_size`` is left out).
     """
 
     def __init__(
@@ -94,7 +102,10 @@ class LengthBatchSampler(Sampler[list[Any]]):
         *,
         shuffle: bool,
         generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        super().__init__(range(len(lengths)), num_replicas=world_size, rank=rank, shuffle=False)
         self.lengths = [int(length) for length in lengths]
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.shuffle, self.generator = shuffle, generator
@@ -116,7 +127,11 @@ class LengthBatchSampler(Sampler[list[Any]]):
             batches = bucket_by_length(lengths, self.batch_size, self.max_tokens, generator=self.generator)
         else:
             batches = cut_batches(lengths, self.batch_size, self.max_tokens)
-        return [[items[i] for i in batch] for batch in batches]
+        plan = [[items[i] for i in batch] for batch in batches]
+        if self.num_replicas == 1:
+            return plan
+        per_rank = len(plan) // self.num_replicas
+        return plan[self.rank :: self.num_replicas][:per_rank]
 
     def __len__(self) -> int:
         if self._planned is None:
@@ -150,3 +165,33 @@ def pad_batch(items: Sequence[dict[str, Tensor]], pad_id: int) -> dict[str, Tens
     lengths = torch.tensor([len(item["input_ids"]) for item in items])
     batch["attention_mask"] = torch.arange(longest)[None, :] < lengths[:, None]  # (B, T)
     return batch
+
+
+class _ItemBatches(Dataset):
+    """A map-style dataset indexed by a whole batch of indices (a :class:`LengthBatchSampler` element)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[Any]) -> list[Any]:
+        return [self.dataset[i] for i in indices]
+
+
+def batch_loader(dataset: Any, sampler: LengthBatchSampler, collate_fn: Any, num_workers: int = 0) -> DataLoader:
+    """A DataLoader of ``sampler``'s batches: ``sampler`` yields lists of indices (``batch_size=None``
+    turns off the loader's own batching), ``collate_fn`` stacks each list's items."""
+    return DataLoader(
+        _ItemBatches(dataset), sampler=sampler, batch_size=None, collate_fn=collate_fn,
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+    )  # fmt: skip
+
+
+def distributed(data_module: Any) -> dict[str, int]:
+    """``rank`` and ``world_size`` of the trainer a data module is attached to (one process if none)."""
+    trainer = getattr(data_module, "trainer", None)
+    if trainer is None:
+        return {"rank": 0, "world_size": 1}
+    return {"rank": trainer.global_rank, "world_size": trainer.world_size}

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from anyformer.core.data import resolve
-from anyformer.text.batching import LengthBatchSampler, pad_batch
+from anyformer.text.batching import LengthBatchSampler, batch_loader, distributed, pad_batch
 from anyformer.text.bert.pretrained import pretrained_tokenizer
 from anyformer.text.sentence_encoding import encode_sentence
 from anyformer.text.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
@@ -293,9 +293,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
         train = self.dataset("train")
         sampler = LengthBatchSampler(
             [len(ids) for ids in train.ids], self.batch_size, shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(self.seed), **distributed(self),
         )  # fmt: skip
-        return self._loader(train, batch_sampler=sampler)
+        return batch_loader(train, sampler, partial(pad_batch, pad_id=self.tokenizer.pad_id), self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), batch_size=self.batch_size, shuffle=False)

@@ -214,10 +214,10 @@ def test_every_text_data_module_batches_with_the_shared_length_sampler(tmp_path,
     translate = ParallelDataModule(vocab_size=400, batch_size=32)
     for data in (pretrain, classify, translate):
         loader = data.train_dataloader()
-        assert isinstance(loader.batch_sampler, LengthBatchSampler), type(data).__name__
+        assert isinstance(loader.sampler, LengthBatchSampler), type(data).__name__
     # Classification: every batch is one bucket, here of a single length.
     lengths = [len(ids) for ids in classify.dataset("train").ids]
-    plan = list(classify.train_dataloader().batch_sampler)
+    plan = list(classify.train_dataloader().sampler)
     assert len(set(lengths)) == 5 and sorted(i for batch in plan for i in batch) == list(range(80))
     assert all(len(batch) == 8 and len({lengths[i] for i in batch}) == 1 for batch in plan)
     # Pretraining: a batch is the requests of one bucket, ordered by length.
@@ -333,3 +333,25 @@ def test_sst2_tables():
     assert (len(train[0]), len(dev[0])) == (67349, 872)
     assert data.class_names == ["negative", "positive"] and set(dev[1]) == {"0", "1"}
     assert class_indices(dev[1][:3], data.class_names, "dev") == [int(label) for label in dev[1][:3]]
+
+
+def test_under_ddp_each_rank_takes_its_share_of_the_one_plan_and_lightning_keeps_the_sampler():
+    """Every rank plans the same batches (same seed) and takes every world_size-th; being a
+    DistributedSampler, Lightning does not wrap it (which would break the length buckets)."""
+    from torch.utils.data import DistributedSampler
+
+    lengths = [i % 13 + 1 for i in range(203)]
+
+    def sampler(**ranks):
+        return LengthBatchSampler(lengths, 8, shuffle=True, generator=torch.Generator().manual_seed(5), **ranks)
+
+    whole = list(sampler())
+    shares = [list(sampler(rank=r, world_size=3)) for r in range(3)]
+    per_rank = len(whole) // 3
+    assert [len(share) for share in shares] == [per_rank] * 3
+    assert [len(sampler(rank=r, world_size=3)) for r in range(3)] == [per_rank] * 3
+    for r, share in enumerate(shares):
+        assert share == whole[r::3][:per_rank]
+    taken = [i for share in shares for batch in share for i in batch]
+    assert len(taken) == len(set(taken))  # no item on two ranks
+    assert isinstance(sampler(rank=1, world_size=2), DistributedSampler)

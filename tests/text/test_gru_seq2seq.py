@@ -15,11 +15,11 @@ from anyformer.core.config import TransformerConfig
 from anyformer.core.decoding import GenerationConfig, beam_search
 from anyformer.core.train.checkpoint import load_task
 from anyformer.text.baselines.gru_seq2seq import ATTENTIONS, GRUSeq2Seq, GRUSeq2SeqConfig, GRUSeq2SeqModule
-from anyformer.text.seq2seq.data import IGNORE_INDEX, Collate, pad_ids, synthetic_pairs
+from anyformer.text.seq2seq.data import IGNORE_INDEX, pad_ids, synthetic_pairs
 from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
 from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
 from tests.helpers import data_path, read_metrics, run_cli
-from tests.text.test_seq2seq_model import BOS, EOS, PAD, VOCAB, _batch, _sharpen
+from tests.text.test_seq2seq_model import BOS, EOS, PAD, VOCAB, _batch, _sharpen, train_on_reversal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,20 +35,7 @@ def model():
     with EOS, and beam search finds other sequences than greedy."""
     torch.manual_seed(0)
     model = GRUSeq2Seq(_config(layers=1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g, collate = torch.Generator().manual_seed(0), Collate(PAD, BOS, EOS, PAD)
-    for _ in range(80):
-        items = []
-        for _ in range(32):
-            ids = torch.randint(6, VOCAB, (int(torch.randint(2, 9, (), generator=g)),), generator=g).tolist()
-            items.append({"source": [*ids, EOS], "target": ids[::-1], "reference": ""})
-        batch = collate(items)
-        logits = model(batch["source"], batch["target_in"], source_keep=batch["source_keep"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_on_reversal(model, steps=80, lr=1e-2)
 
 
 def _reference_logits(model: GRUSeq2Seq, source: list[int], target: list[int]) -> torch.Tensor:

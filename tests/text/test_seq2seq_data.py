@@ -89,7 +89,7 @@ def test_batches_respect_the_token_budget_and_cover_every_pair(data):
     lengths = data.dataset("train").lengths()
     loader = data.train_dataloader()
     seen = []
-    for batch_indices in loader.batch_sampler:
+    for batch_indices in loader.sampler:
         longest = max(lengths[i] for i in batch_indices)
         assert len(batch_indices) <= 32
         assert len(batch_indices) * longest <= 300 or len(batch_indices) == 1

@@ -19,6 +19,24 @@ BOS, EOS, PAD = 5, 0, 1
 VOCAB = 37
 
 
+def train_on_reversal(model, steps: int, lr: float):
+    """``steps`` Adam steps of a translator (ids in, logits out) on reversing random id sequences."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    g, collate = torch.Generator().manual_seed(0), Collate(PAD, BOS, EOS, PAD)
+    for _ in range(steps):
+        items = []
+        for _ in range(32):
+            ids = torch.randint(6, VOCAB, (int(torch.randint(2, 9, (), generator=g)),), generator=g).tolist()
+            items.append({"source": [*ids, EOS], "target": ids[::-1], "reference": ""})
+        batch = collate(items)
+        logits = model(batch["source"], batch["target_in"], source_keep=batch["source_keep"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
 def _config(shared=True, **stack):
     settings = dict(dim=32, n_layers=2, n_heads=4, max_seq_len=24, position="learned") | stack
     return Seq2SeqConfig(VOCAB, VOCAB if shared else VOCAB + 4, shared, TransformerConfig(**settings),
@@ -40,20 +58,7 @@ def model():
     and beam search finds other sequences than greedy (a fresh random model repeats one token)."""
     torch.manual_seed(0)
     model = Seq2Seq(_config())
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g, collate = torch.Generator().manual_seed(0), Collate(PAD, BOS, EOS, PAD)
-    for _ in range(60):
-        items = []
-        for _ in range(32):
-            ids = torch.randint(6, VOCAB, (int(torch.randint(2, 9, (), generator=g)),), generator=g).tolist()
-            items.append({"source": [*ids, EOS], "target": ids[::-1], "reference": ""})
-        batch = collate(items)
-        logits = model(batch["source"], batch["target_in"], source_keep=batch["source_keep"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_on_reversal(model, steps=60, lr=3e-3)
 
 
 def _batch():

@@ -17,6 +17,7 @@ import re
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from anyformer.text.batching import batch_loader, distributed
 from anyformer.text.bert.pairs import PairSampler, SentencePairs
 from anyformer.text.classification_data import read_table, sst2_table
 from anyformer.text.corpus import load_corpus
@@ -163,14 +164,11 @@ class BertPretrainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.pairs("train")
-        return self._loader(train, PairSampler(train, self.batch_size, self.seed))
+        return self._loader(train, PairSampler(train, self.batch_size, self.seed, **distributed(self)))
 
     def val_dataloader(self) -> DataLoader:
         val = self.pairs("val")
-        return self._loader(val, PairSampler(val, self.batch_size, self.seed + 1, fixed=True))
+        return self._loader(val, PairSampler(val, self.batch_size, self.seed + 1, fixed=True, **distributed(self)))
 
     def _loader(self, dataset: SentencePairs, sampler: PairSampler) -> DataLoader:
-        return DataLoader(
-            dataset, batch_sampler=sampler, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, collate_fn=dataset.collate,
-        )  # fmt: skip
+        return batch_loader(dataset, sampler, dataset.collate, self.num_workers)

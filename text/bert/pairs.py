@@ -126,11 +126,22 @@ class PairSampler(LengthBatchSampler):
         batch_size: requests per batch.
         seed: seed of the generator; epochs continue its stream.
         fixed: re-seed at every epoch (validation: the same pairs and masks each time).
+        rank, world_size: as for :class:`~anyformer.text.batching.LengthBatchSampler` (DDP).
     """
 
-    def __init__(self, pairs: SentencePairs, batch_size: int, seed: int, fixed: bool = False) -> None:
+    def __init__(
+        self,
+        pairs: SentencePairs,
+        batch_size: int,
+        seed: int,
+        fixed: bool = False,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         # The items and their lengths are drawn anew every epoch (epoch_items), not given here.
-        super().__init__([], batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        super().__init__([], batch_size, shuffle=True, generator=generator, rank=rank, world_size=world_size)
         self.pairs, self.seed, self.fixed = pairs, seed, fixed
 
     def epoch_items(self) -> tuple[list[Request], list[int]]:

@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from anyformer.core.data import resolve
-from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler
+from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler, batch_loader, distributed
 from anyformer.text.tokenizer import CLS, EOS, PAD, TOKENIZERS, Tokenizer, build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -353,17 +353,12 @@ class ParallelDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader[dict[str, Any]]:
         data = self.dataset(split)
         sampler = LengthBatchSampler(
-            data.lengths(), self.batch_size, self.max_tokens, shuffle=shuffle, generator=self._generator
-        )
+            data.lengths(), self.batch_size, self.max_tokens, shuffle=shuffle, generator=self._generator,
+            **distributed(self),
+        )  # fmt: skip
         src, tgt = self.src_tokenizer, self.tgt_tokenizer
         ids = [src.token_id(PAD_TOKEN), *(tgt.token_id(token) for token in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN))]
-        return DataLoader(
-            data,
-            batch_sampler=sampler,
-            collate_fn=Collate(*ids),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return batch_loader(data, sampler, Collate(*ids), self.num_workers)
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("train", shuffle=True)

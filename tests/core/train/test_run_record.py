@@ -17,7 +17,7 @@ from anyformer.core.cli.errors import UsageError
 from anyformer.core.train.callbacks import RunRecord, WallClock
 from anyformer.core.train.run_record import config_paths, evaluation_dir, read_record, record_evaluation, write_record
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ARGV = ["anyformer", "toy", "fit", "--config", "experiments/toy.yaml", "--run-name", "toy"]
 
 
