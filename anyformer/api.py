@@ -58,14 +58,15 @@ def load(path: str | Path, *, map_location: Any = None, device: Any = None) -> M
     """Load a checkpoint written by ``anyformer <task> fit`` as a :class:`Model`, in eval mode.
 
     Args:
-        path: the ``.ckpt`` file (e.g. ``runs/gpt_demo/checkpoints/last.ckpt``).
+        path: the ``.ckpt`` file (e.g. ``runs/gpt_demo/checkpoints/last.ckpt``), or a folder written
+            by ``anyformer export --format safetensors`` (the same model, read without pickle).
         map_location: where the weights go (a device, ``"cpu"``, ``"cuda:0"``); as in ``torch.load``,
             but only a single device.
         device: the same as ``map_location`` (give one of the two). Default: the CPU.
 
     Raises:
-        CheckpointError: a missing, unreadable or non-anyformer file, or a task this version does
-            not know (one line naming the file).
+        CheckpointError: a missing, unreadable or non-anyformer file or folder, or a task this
+            version does not know (one line naming the file).
         ValueError: both ``map_location`` and ``device``, differing.
     """
     if map_location is not None and device is not None and torch.device(map_location) != torch.device(device):

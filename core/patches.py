@@ -228,8 +228,9 @@ class PatchTokenizer(nn.Module):
             )
         grid = self.grid(tuple(images.shape[-2:]))
         # A NaN pixel would silently turn every logit of its image into NaN. The check costs one
-        # reduction over the pixels; training already syncs on the loss every step.
-        if not torch.isfinite(images).all():
+        # reduction over the pixels; training already syncs on the loss every step. Skipped while
+        # compiling or exporting: a data-dependent branch splits the graph and stops torch.export.
+        if not torch.compiler.is_compiling() and not torch.isfinite(images).all():
             bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
             raise ValueError(f"{bad} of {images.shape[0]} images hold NaN or infinite pixels; expected finite values")
         return grid

@@ -33,7 +33,8 @@ class SpeechFrontEnd(LogMelSpectrogram):
                 f"{self.config.sample_rate} Hz; see anyformer.speech.audio.fit_duration), got {tuple(waves.shape)}"
             )
         # A NaN/inf sample gives a NaN spectrogram and silently NaN logits; only bad input has one.
-        if not torch.isfinite(waves).all():
+        # Skipped while compiling or exporting (a data-dependent branch stops torch.export).
+        if not torch.compiler.is_compiling() and not torch.isfinite(waves).all():
             bad = int((~torch.isfinite(waves)).any(1).sum())
             raise ValueError(f"{bad} of {waves.shape[0]} waveforms hold NaN or infinite samples; expected finite audio")
         return self.spec_augment(super().forward(waves))

@@ -30,8 +30,9 @@ PACKAGES = {"anyformer": "anyformer", "core": "anyformer.core", "text": "anyform
 DOMAINS = ("text", "vision", "speech", "rl")
 PLUMBING = ("train", "cli", "data")
 """Subpackages of ``core/`` that stand beside the transformer."""
-MODULE_PATH = re.compile(r"anyformer(\.\w+)+(:[\w.]+)?")
-"""A string naming a module of ours, as ``importlib``-style registries write them."""
+MODULE_PATH = re.compile(r"anyformer\.(core|text|vision|speech|rl|experiments|api|adapters)(\.\w+)*(:[\w.]+)?")
+"""A string naming a module of ours, as ``importlib``-style registries write them (``anyformer.json``,
+a file name, is not one)."""
 
 
 def layer(name: str) -> str | None:

@@ -44,6 +44,7 @@ MULTI30K = ["--data.train_split=val", "--data.vocab_size=500", "--data.max_token
 """BPE on the 1,014 validation pairs instead of the 29,000 training pairs, and a small batch."""
 SST2 = ["--data.vocab_size=512"]
 SHRINK: dict[str, list[str]] = {
+    "vit_tiny_finetune_cifar10": ["--data.batch_size=16", "--data.num_workers=0"],
     "gru_multi30k": MULTI30K,
     "seq2seq_multi30k": MULTI30K,
     "bert_pretrain_sst2": SST2,
@@ -51,6 +52,9 @@ SHRINK: dict[str, list[str]] = {
     "bow_sst2": [*SST2, "--model.config.bigram_buckets=1024"],
 }
 """Config name -> the overrides that keep its run short (less data to tokenize, smaller batches)."""
+HF_MODELS = {"gpt2_finetune_shakespeare": "gpt2", "bert_base_finetune_sst2": "bert"}
+"""Configs that start from a Hugging Face model (``data.init_from: hf:<hub id>``) -> the kind of tiny
+random local folder that replaces it (the hub is never reached)."""
 ENVS = {"cartpole": "CartPole-v1", "breakout": "MinAtar/Breakout-v1"}
 """Offline-RL dataset file names start with their environment."""
 PINNED_ACCELERATOR = re.compile(
@@ -80,7 +84,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def prepare(config: Path, task: str) -> None:
+def prepare(config: Path, task: str) -> list[str]:
     """Make the files ``config`` reads from the current folder: the ``.npz`` datasets of a ``dt``
     config (a few short random episodes each), the checkpoint a fine-tuning config starts from (its
     pretraining config, run for one step on a tiny corpus: fine-tuning reads its tokenizer and weights)."""
@@ -95,6 +99,15 @@ def prepare(config: Path, task: str) -> None:
             if env_id.startswith("MinAtar/"):
                 pytest.importorskip("minatar")
             save_trajectories(path, collect(env_id, "random", episodes=3, seed=seed, max_steps=20))
+    if config.stem in HF_MODELS:
+        from tests.text.test_hf import save_tiny_bert, save_tiny_gpt2
+
+        tiny = Path("tiny_hf_model")
+        if HF_MODELS[config.stem] == "gpt2":
+            save_tiny_gpt2(tiny, n_positions=settings["context_len"])
+        else:
+            save_tiny_bert(tiny, max_positions=settings["max_seq_len"])
+        return [f"--data.init_from=hf:{tiny}"]
     if settings.get("init_from"):
         name = Path(settings["init_from"]).parts[1]  # runs/<name>/checkpoints/last.ckpt
         pretraining = config.with_name(f"{name}.yaml")
@@ -104,6 +117,7 @@ def prepare(config: Path, task: str) -> None:
         argv = [task_of(pretraining), "fit", "--config", str(pretraining), *steps, *FAST[1:], f"--data.source={corpus}"]
         run_cli(Path.cwd(), argv)
         assert Path(settings["init_from"]).is_file(), settings["init_from"]
+    return []
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"{path.parent.name}/{path.stem}" for path in CONFIGS])
@@ -112,8 +126,14 @@ def test_config_runs_one_batch(config: Path, workdir: Path) -> None:
     needed = REAL_DATA.get(data_source(config) or "")
     if needed is not None and not (SHARED_DATA and Path(SHARED_DATA, needed).exists()):
         pytest.skip(f"{config.name} reads {needed} of $ANYFORMER_DATA, which is unset or lacks it")
-    prepare(config, task)
-    run_cli(workdir, [task, "fit", "--config", str(config), *FAST, *SHRINK.get(config.stem, [])])
+    overrides = prepare(config, task)
+    model = yaml.safe_load(config.read_text(encoding="utf-8")).get("model") or {}
+    if str(model.get("init_from", "")).startswith("timm:"):
+        from tests.vision.timm_files import tiny_timm_folder  # a tiny local timm ViT instead of the hub download
+
+        tiny = tiny_timm_folder(Path("timm_tiny").resolve(), img_size=32, patch_size=16)
+        overrides.append(f"--model.init_from=timm:{tiny}")
+    run_cli(workdir, [task, "fit", "--config", str(config), *FAST, *SHRINK.get(config.stem, []), *overrides])
 
 
 @pytest.mark.parametrize(

@@ -157,10 +157,10 @@ class LabelledSentences(Dataset[dict[str, Tensor]]):
 class TextClassificationDataModule(pl.LightningDataModule):
     """Single-sentence classification: ``[CLS] text [SEP]`` -> class.
 
-    With ``init_from`` (a ``bert`` pretraining checkpoint) the tokenizer is the checkpoint's and
-    the path is linked into the model, which loads the pretrained encoder from it. Batches are
-    dicts of (B, T) ``input_ids``, ``segment_ids`` (zeros), ``attention_mask`` (bool, True = real
-    token) and (B,) ``labels``.
+    With ``init_from`` (a ``bert`` pretraining checkpoint, or a Hugging Face BERT ``hf:<folder or
+    hub id>``) the tokenizer is the checkpoint's (the HF folder's) and the path is linked into the
+    model, which loads the pretrained encoder from it. Batches are dicts of (B, T) ``input_ids``,
+    ``segment_ids`` (zeros), ``attention_mask`` (bool, True = real token) and (B,) ``labels``.
 
     Args:
         source: ``pydoc-indent`` (offline, see :func:`pydoc_indent_dataset`; every fifth
@@ -174,7 +174,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         label_column: header of the label column.
         class_names: names of the classes; integer labels ``i`` mean ``class_names[i]``. None: the
             sorted distinct training labels (``sst2``: negative, positive).
-        init_from: ``bert`` checkpoint whose tokenizer (and, in the model, weights) to reuse.
+        init_from: ``bert`` checkpoint or ``hf:<folder or hub id>`` whose tokenizer (and, in the
+            model, weights) to reuse.
         tokenizer_path: JSON tokenizer to load when there is no ``init_from``.
         vocab_size: target BPE vocabulary size when training a tokenizer on the training texts.
         max_seq_len: longest sequence; longer texts are cropped from the right (linked into the model).

@@ -122,6 +122,10 @@ class ImageDataModule(pl.LightningDataModule):
             folder (required).
         image_size: Side images are resized to; None keeps the source's size (required for imagefolder).
         channels: 1 (grayscale) or 3 (RGB) to convert to; None keeps the source's channels.
+        mean: Per-channel mean to normalize with, one value per channel after ``channels``; None: the
+            source's statistics. Set it (and ``std``) to a pretrained model's, e.g. 0.5 for timm's
+            AugReg ViTs, when fine-tuning it (``model.init_from``); checkpoints carry what was used.
+        std: Per-channel standard deviation, as ``mean``.
         batch_size: Images per batch.
         val_fraction: Share of the training images held out for validation (seeded).
         random_crop_padding: Pad by this many pixels and crop back at random (0: off).
@@ -140,6 +144,8 @@ class ImageDataModule(pl.LightningDataModule):
         root: str | None = None,
         image_size: int | None = None,
         channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         random_crop_padding: int = 0,
@@ -177,6 +183,15 @@ class ImageDataModule(pl.LightningDataModule):
             self.class_names = list(info.class_names)
         self.num_classes = len(self.class_names)
         self.mean, self.std = self._stats(info)
+        for name, given in (("mean", mean), ("std", std)):
+            if given is None:
+                continue
+            if len(given) != self.in_channels or (name == "std" and min(given) <= 0):
+                raise ValueError(
+                    f"ImageDataModule.{name} must hold {self.in_channels} value(s), one per channel"
+                    f"{', each > 0' if name == 'std' else ''}; got {list(given)!r}"
+                )
+            setattr(self, name, [float(v) for v in given])
         self.datasets: dict[str, Dataset] = {}
 
     def data_folder(self) -> Path:

@@ -113,6 +113,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "anyformer.core.data.cli:main",
         "list the datasets and where they are read from; fetch one ahead of time",
     ),
+    "export": (
+        "anyformer.core.cli.export:main",
+        "write a checkpoint as safetensors, ONNX or Hugging Face files (--format)",
+    ),
 }
 
 EVALUATION_TOOLS = ("decode-eval", "rollout", "attention")

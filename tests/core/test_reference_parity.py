@@ -1,20 +1,21 @@
 """Core stacks configured like GPT-2 and BERT reproduce Hugging Face transformers
-(random init, weights copied across, nothing downloaded)."""
+(random init, weights copied across with the product's mapping, ``anyformer.text.hf``; nothing
+downloaded)."""
 
 import pytest
 import torch
-from torch import nn
 
 from anyformer.core import Decoder, Encoder, TransformerConfig, padding_mask
+from anyformer.text.hf import bert_state_from_hf, gpt_state_from_hf
 
 transformers = pytest.importorskip("transformers")
 
 D, LAYERS, HEADS, VOCAB, CTX = 64, 2, 4, 101, 32
 
 
-def _copy(dst: nn.Parameter, src: torch.Tensor) -> None:
-    with torch.no_grad():
-        dst.copy_(src)
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of one submodule (``decoder.``, ``encoder.``), without the prefix."""
+    return {name.removeprefix(prefix): value for name, value in state.items() if name.startswith(prefix)}
 
 
 def test_decoder_reproduces_gpt2_logits():
@@ -29,16 +30,7 @@ def test_decoder_reproduces_gpt2_logits():
         activation="gelu_tanh", norm_position="pre", norm_eps=1e-5,
     )  # fmt: skip
     decoder = Decoder(cfg).eval()
-    _copy(decoder.positions.embedding.weight, hf.transformer.wpe.weight)
-    for ours, theirs in zip(decoder.blocks, hf.transformer.h):
-        ours.norm1.load_state_dict(theirs.ln_1.state_dict())
-        ours.norm2.load_state_dict(theirs.ln_2.state_dict())
-        # GPT-2's Conv1D stores (in, out): transpose into nn.Linear's (out, in).
-        for linear, conv in [(ours.attn.qkv_proj, theirs.attn.c_attn), (ours.attn.out_proj, theirs.attn.c_proj),
-                             (ours.mlp.fc1, theirs.mlp.c_fc), (ours.mlp.fc2, theirs.mlp.c_proj)]:  # fmt: skip
-            _copy(linear.weight, conv.weight.T)
-            _copy(linear.bias, conv.bias)
-    decoder.final_norm.load_state_dict(hf.transformer.ln_f.state_dict())
+    decoder.load_state_dict(_part(gpt_state_from_hf(hf.state_dict(), LAYERS), "decoder."))
     wte = hf.transformer.wte.weight
     ids = torch.randint(0, VOCAB, (3, CTX))
     ours_logits = decoder(wte[ids]) @ wte.T
@@ -60,18 +52,8 @@ def test_encoder_reproduces_bert_hidden_states():
         norm_position="post", input_norm=True, norm_eps=1e-12,
     )  # fmt: skip
     encoder = Encoder(cfg).eval()
+    encoder.load_state_dict(_part(bert_state_from_hf(hf.state_dict(), LAYERS, pooler=False), "encoder."))
     emb = hf.embeddings
-    _copy(encoder.positions.embedding.weight, emb.position_embeddings.weight)
-    encoder.input_norm.load_state_dict(emb.LayerNorm.state_dict())
-    for ours, theirs in zip(encoder.blocks, hf.encoder.layer):
-        att = theirs.attention
-        _copy(ours.attn.qkv_proj.weight, torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight]))
-        _copy(ours.attn.qkv_proj.bias, torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]))
-        ours.attn.out_proj.load_state_dict(att.output.dense.state_dict())
-        ours.norm1.load_state_dict(att.output.LayerNorm.state_dict())
-        ours.mlp.fc1.load_state_dict(theirs.intermediate.dense.state_dict())
-        ours.mlp.fc2.load_state_dict(theirs.output.dense.state_dict())
-        ours.norm2.load_state_dict(theirs.output.LayerNorm.state_dict())
     ids = torch.randint(0, VOCAB, (2, 20))
     segments = torch.cat([torch.zeros(2, 12, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)], dim=1)
     keep = torch.ones(2, 20, dtype=torch.bool)

@@ -1,5 +1,6 @@
 """BERT model: parity with Hugging Face's BertForPreTraining / BertForSequenceClassification
-(random init, weights copied across, nothing downloaded), padding invariance, weight tying."""
+(random init, weights copied across with the product's mapping, ``anyformer.text.hf``; nothing
+downloaded), padding invariance, weight tying."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from anyformer.core import TransformerConfig
 from anyformer.core.train.base import param_groups
 from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining, BertModel
+from anyformer.text.hf import bert_heads_from_hf, bert_state_from_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,26 +35,14 @@ def _hf_config():
     )  # fmt: skip
 
 
-def _copy_bert(ours: BertModel, hf) -> None:
-    """Copy a Hugging Face ``BertModel`` (with pooler) into ours."""
-    with torch.no_grad():
-        emb = hf.embeddings
-        ours.token_embedding.weight.copy_(emb.word_embeddings.weight)
-        ours.segment_embedding.weight.copy_(emb.token_type_embeddings.weight)
-        ours.encoder.positions.embedding.weight.copy_(emb.position_embeddings.weight)
-        ours.encoder.input_norm.load_state_dict(emb.LayerNorm.state_dict())
-        for block, layer in zip(ours.encoder.blocks, hf.encoder.layer):
-            att = layer.attention
-            block.attn.qkv_proj.weight.copy_(
-                torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight])
-            )
-            block.attn.qkv_proj.bias.copy_(torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]))
-            block.attn.out_proj.load_state_dict(att.output.dense.state_dict())
-            block.norm1.load_state_dict(att.output.LayerNorm.state_dict())
-            block.mlp.fc1.load_state_dict(layer.intermediate.dense.state_dict())
-            block.mlp.fc2.load_state_dict(layer.output.dense.state_dict())
-            block.norm2.load_state_dict(layer.output.LayerNorm.state_dict())
-        ours.pooler.load_state_dict(hf.pooler.dense.state_dict())
+def _copy_bert(ours: nn.Module, hf) -> None:
+    """Copy a Hugging Face ``BertFor*`` (encoder, pooler and heads) into our ``BertFor*``."""
+    hf_state = hf.state_dict()
+    state = {f"bert.{name}": value for name, value in bert_state_from_hf(hf_state, LAYERS).items()}
+    state |= bert_heads_from_hf(hf_state)
+    if isinstance(ours, BertForPretraining):
+        state["mlm_head.token_embedding.weight"] = state["bert.token_embedding.weight"]  # tied
+    ours.load_state_dict(state)
 
 
 def _inputs():
@@ -70,13 +60,8 @@ def test_pretraining_heads_reproduce_hf_bert_for_pretraining():
     torch.manual_seed(0)
     hf = transformers.BertForPreTraining(_hf_config()).eval()
     ours = BertForPretraining(_config()).eval()
-    _copy_bert(ours.bert, hf.bert)
-    head = hf.cls.predictions
+    _copy_bert(ours, hf)
     with torch.no_grad():
-        ours.mlm_head.dense.load_state_dict(head.transform.dense.state_dict())
-        ours.mlm_head.norm.load_state_dict(head.transform.LayerNorm.state_dict())
-        ours.mlm_head.bias.copy_(head.bias)
-        ours.nsp_head.load_state_dict(hf.cls.seq_relationship.state_dict())
         ids, segments, keep = _inputs()
         expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=keep.long())
         hidden = ours(ids, segments, keep)
@@ -90,9 +75,8 @@ def test_classifier_reproduces_hf_bert_for_sequence_classification():
     torch.manual_seed(1)
     hf = transformers.BertForSequenceClassification(_hf_config()).eval()
     ours = BertForClassification(_config()).eval()
-    _copy_bert(ours.bert, hf.bert)
+    _copy_bert(ours, hf)
     with torch.no_grad():
-        ours.classifier.load_state_dict(hf.classifier.state_dict())
         ids, segments, keep = _inputs()
         expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=keep.long()).logits
         torch.testing.assert_close(ours(ids, segments, keep), expected, atol=1e-4, rtol=0)

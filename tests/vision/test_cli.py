@@ -17,6 +17,7 @@ from anyformer.core.train.checkpoint import load_task
 from anyformer.vision.data import ImageDataModule
 from anyformer.vision.vit import ViTConfig
 from anyformer.vision.vit_task import ViTModule
+from tests.vision.timm_files import tiny_timm_folder
 
 CONFIGS = sorted(Path("experiments/vision").resolve().glob("vit_*.yaml"))  # cnn_*: tests/vision/test_cnn.py
 DIGITS = next(path for path in CONFIGS if path.stem == "vit_digits")
@@ -24,18 +25,22 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--t
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_starts_with_its_command_and_builds(path: Path) -> None:
+def test_every_config_starts_with_its_command_and_builds(path: Path, tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#") and f"anyformer vit fit --config experiments/vision/{path.name}" in text
     assert "Expected:" in text
     cfg = yaml.safe_load(text)
     data = ImageDataModule(**cfg["data"])  # constructing reads no file
-    model_cfg = cfg["model"]["config"] | {
+    model_cfg = cfg["model"].get("config", {}) | {
         "num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size,
     }  # fmt: skip
-    model_cfg["transformer"] = {"position": "none", **model_cfg["transformer"]}
+    model_cfg["transformer"] = {"position": "none", **model_cfg.get("transformer", {})}
     config = dataclass_from_dict(ViTConfig, model_cfg)
-    module = ViTModule(config, dataclass_from_dict(OptimConfig, cfg["model"]["optim"]), cfg["model"]["label_smoothing"])
+    init_from = None  # timm:<hub name> -> a tiny local timm model of the same layout (no download)
+    if cfg["model"].get("init_from"):
+        init_from = f"timm:{tiny_timm_folder(tmp_path / 'timm', img_size=32, patch_size=16)}"
+    optim = dataclass_from_dict(OptimConfig, cfg["model"]["optim"])
+    module = ViTModule(config, optim, cfg["model"]["label_smoothing"], init_from=init_from)
     images = torch.randn(2, data.in_channels, data.image_size, data.image_size)
     assert module(images).shape == (2, data.num_classes)
 

@@ -1,64 +1,20 @@
-"""ViT: logit parity with timm, config checks, pooling, attention maps and rollout."""
+"""ViT: config checks, pooling, attention maps and rollout (timm parity: tests/vision/test_timm.py)."""
 
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from anyformer.core.attention import AttentionMaps
 from anyformer.core.config import TransformerConfig
 from anyformer.core.rollout import attention_rollout, patch_relevance
 from anyformer.core.train.base import param_groups
-from anyformer.vision.vit import ViT, ViTConfig, load_timm_state_dict, timm_config
+from anyformer.vision.vit import ViT, ViTConfig
 
 
 def tiny_config(**overrides) -> ViTConfig:
     transformer = TransformerConfig(dim=32, n_layers=2, n_heads=4, position="none", norm_eps=1e-6)
     return ViTConfig(**({"image_size": 16, "patch_size": 4, "transformer": transformer} | overrides))
-
-
-@pytest.fixture(scope="module")
-def timm_vit() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64).eval()
-    with torch.no_grad():  # move every weight off its init (zero biases, unit norms) so a swapped one shows
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-    return model
-
-
-def test_vit_tiny_reproduces_timm_logits(timm_vit: torch.nn.Module) -> None:
-    vit = ViT.from_timm(timm_vit).eval()
-    cfg = vit.cfg
-    assert (cfg.image_size, cfg.patch_size, cfg.in_channels, cfg.num_classes) == (64, 16, 3, 10)
-    t = cfg.transformer
-    assert (t.dim, t.n_layers, t.n_heads, t.mlp_ratio, t.norm_eps) == (192, 12, 3, 4.0, 1e-6)
-    images = torch.randn(3, 3, 64, 64)
-    with torch.no_grad():
-        expected, logits = timm_vit(images), vit(images)
-        features = vit.forward_features(images)
-    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
-    torch.testing.assert_close(features, timm_vit.forward_features(images), atol=1e-4, rtol=0)
-
-
-def test_timm_weights_load_into_a_hand_built_config(timm_vit: torch.nn.Module) -> None:
-    cfg = ViTConfig(
-        image_size=64, patch_size=16, in_channels=3, num_classes=10,
-        transformer=TransformerConfig(dim=192, n_layers=12, n_heads=3, position="none", norm_eps=1e-6),
-    )  # fmt: skip
-    vit = load_timm_state_dict(ViT(cfg), timm_vit.state_dict()).eval()
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(vit(images), timm_vit(images), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="shapes differ"):
-        load_timm_state_dict(ViT(ViTConfig(**(cfg.__dict__ | {"num_classes": 5}))), timm_vit)
-
-
-def test_unsupported_timm_variants_are_named() -> None:
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32, global_pool="avg")
-    with pytest.raises(ValueError, match="global_pool"):
-        timm_config(model)
 
 
 def test_config_checks_name_the_field() -> None:

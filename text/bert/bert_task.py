@@ -16,7 +16,8 @@ from anyformer.core.train.checkpoint import CheckpointError
 from anyformer.core.train.classifier import ClassifierModule
 from anyformer.text.batching import IGNORE_INDEX
 from anyformer.text.bert.bert import BertConfig, BertForClassification, BertForPretraining
-from anyformer.text.bert.pretrained import pretrained_checkpoint
+from anyformer.text.bert.pretrained import pretrained_checkpoint, pretrained_tokenizer
+from anyformer.text.hf import bert_from_hf, is_hf, load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +148,10 @@ class BertClassifierModule(SentenceClassifierModule):
 
     With ``init_from`` the embeddings, encoder and pooler start from a ``bert`` pretraining
     checkpoint (its architecture must equal ``config``'s, bar dropout and a shorter
-    ``max_seq_len``); the classification layer always starts fresh. Without it, every weight
-    is random: the from-scratch baseline.
+    ``max_seq_len``) or from a Hugging Face BERT, ``hf:<folder or hub id>`` (the architecture is
+    then taken from its config.json, see ``anyformer.text.hf``; a folder without a pooler, as
+    ``BertForMaskedLM`` saves, leaves the pooler random); the classification layer always starts
+    fresh. Without it, every weight is random: the from-scratch baseline.
     """
 
     task_name = "bert-classify"
@@ -167,12 +170,19 @@ class BertClassifierModule(SentenceClassifierModule):
         Args:
             config: the model.
             optim: optimizer and schedule.
-            init_from: ``bert`` pretraining checkpoint to start the encoder from (linked from
-                ``data.init_from``, which also takes the tokenizer from it); None trains from scratch.
+            init_from: ``bert`` pretraining checkpoint or ``hf:<folder or hub id>`` to start the
+                encoder from (linked from ``data.init_from``, which also takes the tokenizer from
+                it); None trains from scratch.
         """
+        hf_state = None
+        if is_hf(init_from):
+            config, hf_state, _ = bert_from_hf(init_from, config)  # before super(): the hparams keep this config
         super().__init__(config, BertForClassification(config), optim)
         self.init_from = init_from
-        if init_from is not None:
+        if hf_state is not None:
+            load_weights(self.model.bert, hf_state, init_from, optional=("pooler.",))
+            self.tokenizer = pretrained_tokenizer(init_from)
+        elif init_from is not None:
             self.load_pretrained(init_from)
 
     def load_pretrained(self, path: str) -> None:

@@ -1,5 +1,6 @@
-"""Reading a ``bert`` pretraining checkpoint, the ``init_from`` of fine-tuning: its weights (the
-classifier) and its tokenizer (the classification data)."""
+"""Reading the ``init_from`` of fine-tuning, a ``bert`` pretraining checkpoint or a Hugging Face BERT
+(``hf:<folder or hub id>``, see ``anyformer.text.hf``): its weights (the classifier) and its
+tokenizer (the classification data)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from anyformer.core.train.checkpoint import CheckpointError, read_checkpoint
+from anyformer.text.hf import hf_tokenizer, is_hf
 from anyformer.text.tokenizer import Tokenizer, tokenizer_from_state
 
 
@@ -23,7 +25,19 @@ def pretrained_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def pretrained_tokenizer(path: str | Path) -> Tokenizer:
-    """The tokenizer stored in a ``bert`` pretraining checkpoint."""
+    """The tokenizer stored in a ``bert`` pretraining checkpoint, or that of a HF BERT (``hf:...``).
+
+    Raises:
+        ValueError: unreadable, or (HF) without the ``[CLS]``, ``[SEP]`` and ``[PAD]`` tokens.
+    """
+    if is_hf(path):
+        tokenizer = hf_tokenizer(str(path))
+        for token in ("[CLS]", "[SEP]", "[PAD]"):
+            try:
+                tokenizer.token_id(token)
+            except KeyError:
+                raise ValueError(f"the tokenizer of {path} has no {token} token, which BERT inputs need") from None
+        return tokenizer
     state = pretrained_checkpoint(path)["anyformer"]["inference"].get("tokenizer")
     if state is None:
         raise CheckpointError(f"{path} holds no tokenizer; it was not written by a `bert fit` run")

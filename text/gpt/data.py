@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from anyformer.text.corpus import load_corpus
+from anyformer.text.hf import hf_tokenizer, is_hf
 from anyformer.text.tokenizer import TOKENIZERS, Tokenizer, build_tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class TextDataModule(pl.LightningDataModule):
         val_batches: Batches in the fixed validation set (fewer if the val split is short).
         num_workers: DataLoader worker processes.
         seed: Seed of the training windows (>= 0).
+        init_from: ``hf:<folder or hub id>`` of a GPT-2 model: its tokenizer replaces the trained
+            one (``tokenizer``, ``vocab_size`` and ``tokenizer_path`` are then unused), and the path is
+            linked into the model, which starts from its weights (see ``anyformer.text.hf``).
     """
 
     def __init__(
@@ -173,8 +177,13 @@ class TextDataModule(pl.LightningDataModule):
         val_batches: int = 50,
         num_workers: int = 0,
         seed: int = 1337,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        if init_from is not None and not is_hf(init_from):
+            raise ValueError(f"TextDataModule.init_from={init_from!r} must be hf:<folder or hub id> (a GPT-2 model)")
+        if init_from is not None and tokenizer_path is not None:
+            raise ValueError("TextDataModule: give init_from (the HF model's tokenizer) or tokenizer_path, not both")
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"TextDataModule.tokenizer={tokenizer!r} is not one of {sorted(TOKENIZERS)}")
         for name, value in [
@@ -195,6 +204,7 @@ class TextDataModule(pl.LightningDataModule):
         self.tokenizer_kind = tokenizer
         self.requested_vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path
+        self.init_from = init_from
         self.context_len = context_len
         self.batch_size = batch_size
         self.val_fraction = val_fraction
@@ -216,12 +226,14 @@ class TextDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The tokenizer, loaded from ``tokenizer_path`` or trained on the train text on first use."""
+        """The tokenizer of ``init_from``, loaded from ``tokenizer_path`` or trained on the train text, on first use."""
         if self._tokenizer is None:
             self._tokenizer = self._load_or_train_tokenizer()
         return self._tokenizer
 
     def _load_or_train_tokenizer(self) -> Tokenizer:
+        if self.init_from is not None:
+            return hf_tokenizer(self.init_from)
         kind = self.tokenizer_kind
         path = self.tokenizer_path
         if path is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from anyformer.core.attention import AttentionMaps
@@ -81,8 +80,7 @@ class GPT(nn.Module):
         Returns:
             (B, T, D) hidden states after the final norm.
         """
-        if not torch.compiler.is_compiling():  # a data-dependent check would split the graph
-            check_index_range(ids, self.cfg.vocab_size)
+        check_index_range(ids, self.cfg.vocab_size)
         embedded = self.token_embedding(ids)  # (B, T, D)
         if self.embedding_scale != 1.0:
             embedded = embedded * self.embedding_scale

@@ -11,26 +11,47 @@ from torch import Tensor
 
 from anyformer.core.train.base import OptimConfig, TaskModule
 from anyformer.text.gpt.gpt import GPT, GPTConfig
+from anyformer.text.hf import gpt_from_hf, load_weights
 
 
 class GPTModule(TaskModule):
     """Trains GPT with next-token cross-entropy; validation reports nats/token and bits/char."""
 
     task_name = "gpt"
+    # The HF folder seeds the weights once; a trained model's checkpoint carries them and the
+    # config taken from it, so rebuilding it (load_from_checkpoint) must not read that folder again.
+    hparams_ignore: ClassVar[tuple[str, ...]] = ("init_from",)
     data_links: ClassVar[dict[str, str]] = {
         "vocab_size": "config.vocab_size",
         "context_len": "config.transformer.max_seq_len",
+        "init_from": "init_from",
     }
 
-    def __init__(self, config: GPTConfig, optim: OptimConfig | None = None, balance_loss_weight: float = 0.01) -> None:
+    def __init__(
+        self,
+        config: GPTConfig,
+        optim: OptimConfig | None = None,
+        balance_loss_weight: float = 0.01,
+        init_from: str | None = None,
+    ) -> None:
         """
         Args:
-            config: the model.
+            config: the model. With ``init_from`` its architecture comes from the HF config.json
+                (see ``anyformer.text.hf``): only dropout, attn_dropout and a ``max_seq_len`` up to
+                the HF positions are read from here.
             optim: optimizer and schedule.
             balance_loss_weight: weight of the mixture-of-experts balancing loss (unused when dense).
+            init_from: ``hf:<folder or hub id>`` of a GPT-2 model to start from (linked from
+                ``data.init_from``, which also takes the tokenizer from it); None trains from scratch.
         """
+        state = None
+        if init_from is not None:
+            config, state = gpt_from_hf(init_from, config)  # before super(): the hparams keep this config
         super().__init__(config, optim)
         self.model = GPT(config)
+        self.init_from = init_from
+        if state is not None:
+            load_weights(self.model, state, init_from)
         self.balance_loss_weight = balance_loss_weight
         self.tokenizer: Any = None
         self.chars_per_token = 1.0
