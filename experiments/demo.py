@@ -9,13 +9,14 @@ two targets) and writes the comparative table to ``runs/demo/RESULTS.md``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 from anyformer.core.cli.errors import ArgumentParser, reports_usage_errors
 from anyformer.core.train.atomic import atomic_write_text
-from anyformer.core.train.run_record import command_line
+from anyformer.core.train.run_record import command_line, cpu_model
 from anyformer.experiments import report, runner
 from anyformer.experiments.comparison import RunSpec, load_comparison
 
@@ -65,14 +66,19 @@ def output_commands(image: Path, clip: Path) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
-def write_table(comparison, out_dir: Path) -> Path:
-    """The comparison's tables from the runs' logs, as markdown in ``out_dir/RESULTS.md``."""
+def write_table(comparison, out_dir: Path, elapsed_s: float) -> Path:
+    """The comparison's tables from the runs' logs, as markdown in ``out_dir/RESULTS.md``, with the
+    wall time of this ``anyformer demo`` (finished runs it skipped count as nothing) and the CPU."""
     results = {
         spec.name: report.load_result(spec, runner.RUNS_DIR, comparison.plot)
         for spec in comparison.runs
         if isinstance(spec, RunSpec)
     }
     lines = [f"# {comparison.title}", "", comparison.description or "", ""]
+    lines += [
+        f"`anyformer demo` took {elapsed_s:.0f} s on {cpu_model()} ({os.cpu_count()} cores), outputs included.",
+        "",
+    ]
     for table in comparison.tables:
         lines += report.render_table(table, results)
     path = out_dir / "RESULTS.md"
@@ -113,6 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     for title, command in output_commands(image, clip):
         print(f"\n## {title}\n$ {command_line(['anyformer', *command])}", flush=True)
         status = max(status, anyformer(command))
-    table = write_table(comparison, OUT_DIR)
+    table = write_table(comparison, OUT_DIR, time.monotonic() - start)
     print(f"\n{table.read_text()}\nwrote {table} ({time.monotonic() - start:.0f} s in all)")
     return status

@@ -22,7 +22,7 @@ def data_path(relative: str = "") -> Path:
         pytest.skip(
             f"${ENV_DATA} is not set (the real datasets' folder; `make test` sets it when ../shared/data exists)"
         )
-    path = Path(SHARED_DATA).expanduser().resolve() / relative
+    path = Path(SHARED_DATA).expanduser().absolute() / relative  # as the data layer sees it: links kept
     if not path.exists():
         pytest.skip(f"{path} is absent (${ENV_DATA}={SHARED_DATA})")
     return path
