@@ -16,6 +16,8 @@ documented in the header of every comparison file; in short::
         config: experiments/....yaml
         overrides: [--key=value, ...] # optional CLI arguments after the config
         then: [test]                  # optional: `anyformer <task> test` on last.ckpt after the fit
+        group: name                   # optional: runs sharing a group differ only by seed; a table
+                                      # shows them as one row, mean ± std (n), per-seed rows folded
       - name: eval_name               # an evaluation run: instead of task/config, a command of a tool
         command: anyformer decode-eval --ckpt runs/run_name/checkpoints/last.ckpt ...
         after: [run_name]             # optional: earlier runs it reads (rerun when one of them is newer)
@@ -23,8 +25,15 @@ documented in the header of every comparison file; in short::
       - title: text
         rows: [run_name, ...]         # optional: default every run, in order
         columns: [val_loss, params, wall_s, device]   # metric keys or run facts (see anyformer.experiments.report)
+        at_wall_s: shortest           # optional: read each row at equal wall-clock time instead of at
+                                      # its end: the last validation with wall_s <= a budget, seconds
+                                      # or `shortest` (the smallest last-validation wall_s of the rows)
     figures: [eval_name, ...]         # optional: evaluation runs that draw runs/<name>/figure.png
                                       # (`anyformer attention ... --run-name`); the report shows them
+
+Seeds: a group's runs must have the same task and config and the same overrides except
+``--seed_everything`` (checked here), so a group is a repeat, never two settings averaged. A table's
+``rows`` may name a group instead of listing its runs.
 
 An evaluation run is ``<command> --run-name <name>``; its tool (one of anyformer.core.cli.tasks.EVALUATION_TOOLS)
 writes ``runs/<name>/run.json`` with its metrics itself (``anyformer.core.train.run_record.record_evaluation``).
@@ -47,6 +56,10 @@ COMPARISONS_DIR = Path("experiments/comparisons")
 """Where comparisons are looked up, as written in commands and reports: relative to the current
 folder, else inside the installed package (:func:`packaged`)."""
 THEN_STEPS = ("test",)
+SEED_OPTION = "--seed_everything"
+"""The only override in which the runs of a group may differ."""
+SHORTEST = "shortest"
+"""``at_wall_s: shortest``: the budget is the smallest last-validation wall_s among a table's rows."""
 FIGURE_TOOL = "attention"
 """The evaluation tool whose runs draw ``runs/<name>/figure.png``."""
 
@@ -65,6 +78,8 @@ class RunSpec:
     """Extra CLI arguments, after the config."""
     then: tuple[str, ...] = ()
     """Steps after the fit, from THEN_STEPS."""
+    group: str | None = None
+    """Seed group: runs of one group differ only by ``--seed_everything``."""
 
     def fit_argv(self) -> list[str]:
         """The fit command, starting with ``anyformer``."""
@@ -120,7 +135,10 @@ class TableSpec:
 
     title: str
     rows: tuple[str, ...]
+    """Run names, in order (a group named in the YAML is expanded to its runs)."""
     columns: tuple[str, ...]
+    at_wall_s: float | str | None = None
+    """None: every row at its end; seconds or SHORTEST: every row at its last validation within that budget."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,11 @@ class Comparison:
     setup: tuple[SetupStep, ...] = field(default=())
     figures: tuple[str, ...] = ()
     """Evaluation runs whose ``runs/<name>/figure.png`` the report copies beside RESULTS.md."""
+
+    def group(self, name: str) -> str | None:
+        """The seed group of run ``name``, None when it has none."""
+        spec = self.run(name)
+        return spec.group if isinstance(spec, RunSpec) else None
 
     def run(self, name: str) -> Run:
         for spec in self.runs:
@@ -168,7 +191,7 @@ def _run_name(where: str, raw: dict[str, Any]) -> str:
 
 
 def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
-    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then"})
+    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then", "group"})
     name, task, config = _run_name(where, raw), str(raw["task"]), str(raw["config"])
     if task not in TASKS:
         raise UsageError(f"{where}.task {task!r} is not one of {sorted(TASKS)}")
@@ -177,7 +200,49 @@ def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
     then = _str_list(f"{where}.then", raw.get("then", []))
     if set(then) - set(THEN_STEPS):
         raise UsageError(f"{where}.then {list(then)} may only hold {list(THEN_STEPS)}")
-    return RunSpec(name, task, config, _str_list(f"{where}.overrides", raw.get("overrides", [])), then)
+    group = raw.get("group")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise UsageError(f"{where}.group must be a non-empty name, got {group!r}")
+    return RunSpec(name, task, config, _str_list(f"{where}.overrides", raw.get("overrides", [])), then, group)
+
+
+def _without_seed(spec: RunSpec) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """What the runs of a seed group must share: task, config, then-steps and overrides but the seed."""
+    overrides, skip_next = [], False
+    for arg in spec.overrides:
+        if skip_next:
+            skip_next = False
+        elif arg == SEED_OPTION:
+            skip_next = True
+        elif not arg.startswith(f"{SEED_OPTION}="):
+            overrides.append(arg)
+    return spec.task, spec.config, spec.then, tuple(overrides)
+
+
+def _groups(where: str, runs: list[Run]) -> dict[str, list[str]]:
+    """Group name -> its runs, in order; every group's runs differ only by seed."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        if isinstance(spec, RunSpec) and spec.group is not None:
+            groups.setdefault(spec.group, []).append(spec)
+    names = {spec.name for spec in runs}
+    for group, members in groups.items():
+        if group in names:
+            raise UsageError(f"{where}: group {group!r} must not be the name of a run")
+        if len({_without_seed(spec) for spec in members}) > 1:
+            raise UsageError(
+                f"{where}: the runs of group {group!r} ({[spec.name for spec in members]}) must differ only by "
+                f"{SEED_OPTION} (same task, config, then and other overrides)"
+            )
+    return {group: [spec.name for spec in members] for group, members in groups.items()}
+
+
+def _at_wall_s(where: str, value: Any) -> float | str | None:
+    if value is None or value == SHORTEST:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UsageError(f"{where}.at_wall_s must be a positive number of seconds or {SHORTEST!r}, got {value!r}")
+    return float(value)
 
 
 def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
@@ -236,17 +301,21 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise UsageError(f"{path}: run names must be unique, got {names}")
+    groups = _groups(str(path), runs)
     tables = []
     for i, table in enumerate(raw["tables"] or []):
         where = f"{path}: tables[{i}]"
-        table = _keys(where, table, {"title", "columns"}, {"rows"})
-        rows = _str_list(f"{where}.rows", table.get("rows", names))
-        if unknown := [row for row in rows if row not in names]:
-            raise UsageError(f"{where}.rows {unknown} are not runs of this comparison ({names})")
+        table = _keys(where, table, {"title", "columns"}, {"rows", "at_wall_s"})
+        listed = _str_list(f"{where}.rows", table.get("rows", names))
+        if unknown := [row for row in listed if row not in names and row not in groups]:
+            raise UsageError(
+                f"{where}.rows {unknown} are not runs ({names}) or groups ({sorted(groups)}) of this comparison"
+            )
+        rows = tuple(run for row in listed for run in groups.get(row, [row]))
         columns = _str_list(f"{where}.columns", table["columns"])
         if not columns:
             raise UsageError(f"{where}.columns must name at least one column")
-        tables.append(TableSpec(str(table["title"]), rows, columns))
+        tables.append(TableSpec(str(table["title"]), rows, columns, _at_wall_s(where, table.get("at_wall_s"))))
     setup = []
     for i, step in enumerate(raw.get("setup") or []):
         step = _keys(f"{path}: setup[{i}]", step, {"command", "creates"}, set())

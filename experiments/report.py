@@ -10,12 +10,9 @@ metrics.csv, figure.png: kilobytes) in ``experiments/results/runs/<name>/``, whi
 ``runs/`` does not back (absent on a fresh clone, or rerunning) is read from that archive, so a
 clean checkout regenerates the same tables from the committed logs alone.
 
-A table cell is a run fact or a metric:
-
-- ``params``, ``wall_s`` (fit seconds, WallClock), ``step``, ``device`` (GPU or CPU threads),
-  ``threads``, ``status``: from run.json (an evaluation run has no params, wall_s or step);
-- any other key (``val_bpc``, ``test_acc``, ``gen_ppl``, ...): the run's final value, from run.json's
-  metrics, else the last value in metrics.csv.
+The tables (cells, seed groups, equal-time reads, dirty and stale marks) are built in
+:mod:`anyformer.experiments.report_tables`, the figure in :mod:`anyformer.experiments.report_plots`,
+and whether a run is stale is asked of git in :mod:`anyformer.experiments.report_git`.
 
 Evaluation runs (``command:`` entries, e.g. ``anyformer decode-eval``) are rows like any other: their
 tool writes run.json itself.
@@ -25,12 +22,8 @@ A run without a finished record made by the declared command is listed as not ru
 
 from __future__ import annotations
 
-import csv
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
 from anyformer.core.train import run_record
@@ -41,45 +34,18 @@ from anyformer.experiments.comparison import (
     Comparison,
     Run,
     RunSpec,
-    TableSpec,
     all_comparisons,
 )
+from anyformer.experiments.report_git import Git
+from anyformer.experiments.report_plots import plot_curves
+from anyformer.experiments.report_tables import MISSING, RunResult, read_metrics_csv, render_table, stamp
+
+__all__ = ["MISSING", "RESULTS_FILE", "main", "write_report"]
 
 RESULTS_FILE = "RESULTS.md"
 SUITE = "suite"  # the comparison whose tables the README shows
 README_START, README_END = "<!-- suite-table:start -->", "<!-- suite-table:end -->"
-MISSING = "—"
 ARCHIVE_DIR = "runs"  # under the report's output folder: experiments/results/runs/<name>/
-
-
-@dataclass
-class RunResult:
-    """What the logs hold about one declared run."""
-
-    spec: Run
-    record: dict[str, Any] | None
-    problem: str | None
-    """Why the run cannot back a table row (``not run``, ``not finished (failed)``, ...), else None."""
-    last_logged: dict[str, float] = field(default_factory=dict)
-    """Column of metrics.csv -> its last non-empty value."""
-    curve: list[tuple[int, float | None, float]] = field(default_factory=list)
-    """(step, wall_s, value) of every logged value of the plotted metric."""
-    folder: Path | None = None
-    """The run folder the logs were read from (``runs/<name>`` or its archived copy)."""
-
-
-def read_metrics_csv(path: Path, metric: str) -> tuple[dict[str, float], list[tuple[int, float | None, float]]]:
-    """Last value of every column, and the (step, wall_s, value) points of ``metric``."""
-    last, curve = {}, []
-    if not path.is_file():
-        return last, curve
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            last.update({key: float(value) for key, value in row.items() if key and value})
-            if row.get(metric):
-                wall = float(row["wall_s"]) if row.get("wall_s") else None
-                curve.append((int(float(row["step"])), wall, float(row[metric])))
-    return last, curve
 
 
 ARCHIVED_FILES = (run_record.RUN_FILE, "metrics.csv", run_record.FIGURE_FILE)
@@ -94,8 +60,8 @@ def _load_from(spec: Run, run_dir: Path, metric: str) -> RunResult:
         return RunResult(spec, record, f"not finished ({record.get('status')})")
     if not same_command(record.get("argv", []), spec.argv()):
         return RunResult(spec, record, "not run (its folder holds another command's run)")
-    last, curve = read_metrics_csv(run_dir / "metrics.csv", metric)
-    return RunResult(spec, record, None, last, curve, folder=run_dir)
+    last, curve, validations = read_metrics_csv(run_dir / "metrics.csv", metric)
+    return RunResult(spec, record, None, last, curve, folder=run_dir, validations=validations)
 
 
 def load_result(spec: Run, runs_dir: Path, metric: str, archive_dir: Path | None = None) -> RunResult:
@@ -131,91 +97,6 @@ def archive_runs(results: dict[str, RunResult], runs_dir: Path, archive_dir: Pat
                     file.write(data)
                 written.append(target)
     return written
-
-
-def _device(record: dict[str, Any]) -> str:
-    machine = record["machine"]
-    return machine["gpu"] or f"CPU, {machine['torch_threads']} threads"
-
-
-def _fact(key: str, form: str) -> Callable[[dict[str, Any]], str]:
-    """The record's ``key`` formatted by ``form``; MISSING where the run has none (an evaluation)."""
-    return lambda record: MISSING if record.get(key) is None else format(record[key], form)
-
-
-FACTS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "params": _fact("params", ","),
-    "wall_s": _fact("wall_s", ".0f"),
-    "step": _fact("step", "d"),
-    "device": _device,
-    "threads": lambda record: str(record["machine"]["torch_threads"]),
-    "status": lambda record: str(record["status"]),
-}
-
-
-def cell(result: RunResult, column: str) -> str:
-    """The text of one table cell (fixed formats, so reports diff cleanly)."""
-    if column in FACTS:
-        return FACTS[column](result.record)
-    value = result.record["metrics"].get(column, result.last_logged.get(column))
-    return MISSING if value is None else f"{value:.4f}"
-
-
-def _date(iso: str) -> str:
-    return iso.replace("T", " ")[:16] + " UTC"
-
-
-def _machine(record: dict[str, Any]) -> str:
-    machine = record["machine"]
-    gpu = machine["gpu"] or "no GPU"
-    return (
-        f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, {gpu} "
-        f"({machine['platform']}, torch {machine['torch']})"
-    )
-
-
-def _commit(record: dict[str, Any]) -> str:
-    git = record["git"]
-    if git["commit"] is None:
-        return "unknown (not a git checkout)"
-    return f"`{git['commit'][:10]}`" + (" + uncommitted changes" if git["dirty"] else "")
-
-
-def _grouped(results: list[RunResult], describe: Callable[[dict[str, Any]], str]) -> str:
-    """One value if every run shares it, else each value followed by its runs."""
-    groups: dict[str, list[str]] = {}
-    for result in results:
-        groups.setdefault(describe(result.record), []).append(result.spec.name)
-    if len(groups) == 1:
-        return next(iter(groups))
-    return "; ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
-
-
-def stamp(results: list[RunResult]) -> list[str]:
-    """Commit, machine and dates of the runs behind a table."""
-    backed = [result for result in results if result.problem is None]
-    if not backed:
-        return ["No run of this table has finished yet."]
-    started = min(result.record["started"] for result in backed)
-    ended = max(result.record["ended"] for result in backed)
-    return [
-        f"- Commit: {_grouped(backed, _commit)}",
-        f"- Machine: {_grouped(backed, _machine)}",
-        f"- Dates: {_date(started)} to {_date(ended)}",
-    ]
-
-
-def render_table(table: TableSpec, results: dict[str, RunResult]) -> list[str]:
-    rows = [results[name] for name in table.rows]
-    lines = [f"### {table.title}", "", "| run | " + " | ".join(table.columns) + " |"]
-    lines.append("|---" * (len(table.columns) + 1) + "|")
-    for result in rows:
-        if result.problem is None:
-            cells = [cell(result, column) for column in table.columns]
-        else:
-            cells = [result.problem] + [MISSING] * (len(table.columns) - 1)
-        lines.append(f"| {result.spec.name} | " + " | ".join(cells) + " |")
-    return [*lines, "", *stamp(rows), ""]
 
 
 def render_figures(comparison: Comparison, results: dict[str, RunResult], figure_files: dict[str, str]) -> list[str]:
@@ -254,6 +135,11 @@ def copy_figures(comparison: Comparison, results: dict[str, RunResult], out_dir:
     return copied
 
 
+def seed_groups(comparison: Comparison) -> dict[str, str]:
+    """Run name -> seed group, for the comparison's runs that have one."""
+    return {spec.name: spec.group for spec in comparison.runs if isinstance(spec, RunSpec) and spec.group}
+
+
 def render_comparison(
     comparison: Comparison,
     results: dict[str, RunResult],
@@ -271,39 +157,14 @@ def render_comparison(
             lines.append(f"    {command_line(spec.test_argv())}")
     lines.append("")
     for table in comparison.tables:
-        lines += render_table(table, results)
+        lines += render_table(table, results, seed_groups(comparison))
     if plot_file is not None:
-        lines += [f"![{comparison.plot} learning curves of {comparison.name}]({plot_file})", ""]
+        alt = f"{comparison.plot} of {comparison.name} at equal steps, at equal wall-clock time, and final values"
+        lines += [f"![{alt}]({plot_file})", ""]
     else:
         lines += [f"No {comparison.plot} learning curve logged yet.", ""]
     lines += render_figures(comparison, results, figure_files or {})
     return "\n".join(lines)
-
-
-def plot_curves(comparison: Comparison, results: dict[str, RunResult], path: Path) -> bool:
-    """Draw the plotted metric of every backed run against steps and against wall-clock seconds.
-
-    Returns:
-        False (and writes nothing) when no backed run logged the metric.
-    """
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display needed
-
-    curves = {name: result.curve for name, result in results.items() if result.problem is None and result.curve}
-    if not curves:
-        return False
-    figure = Figure(figsize=(11, 4), layout="constrained")
-    by_step, by_wall = figure.subplots(1, 2, sharey=True)
-    for name, curve in curves.items():
-        by_step.plot([step for step, _, _ in curve], [value for _, _, value in curve], marker=".", label=name)
-        timed = [(wall, value) for _, wall, value in curve if wall is not None]
-        by_wall.plot([wall for wall, _ in timed], [value for _, value in timed], marker=".", label=name)
-    by_step.set(xlabel="step", ylabel=comparison.plot)
-    by_wall.set(xlabel="wall-clock seconds of fit (wall_s)")
-    by_step.legend(fontsize="small")
-    figure.suptitle(f"{comparison.name}: {comparison.title}")
-    with atomic_open(path) as file:
-        figure.savefig(file, format="png", dpi=100, metadata={"Software": None})  # no version stamp in the file
-    return True
 
 
 def readme_with_suite(readme: str, tables: list[str], link: str) -> str | None:
@@ -333,14 +194,18 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     archive_dir = out_dir / ARCHIVE_DIR if archive_dir is None else archive_dir
+    git = Git.of(Path.cwd())
     sections, written, suite_tables = [], [], []
     for comparison in comparisons:
         results = {spec.name: load_result(spec, runs_dir, comparison.plot, archive_dir) for spec in comparison.runs}
+        for result in results.values():
+            result.stale = git is not None and result.backed and git.stale(result.record)
         written += archive_runs(results, runs_dir, archive_dir)
+        groups = seed_groups(comparison)
         if comparison.name == SUITE:
-            suite_tables = [line for table in comparison.tables for line in render_table(table, results)]
+            suite_tables = [line for table in comparison.tables for line in render_table(table, results, groups)]
         png = out_dir / f"{comparison.name}.png"
-        if plot_curves(comparison, results, png):
+        if plot_curves(comparison, results, png, groups):
             written.append(png)
         else:
             png.unlink(missing_ok=True)  # a stale figure would show runs no longer backed
@@ -354,7 +219,9 @@ def write_report(
         "the comparisons declared in `experiments/comparisons/`. Do not edit: rerun the experiment and the report.",
         f"The logs behind every row are kept in `{ARCHIVE_DIR}/` beside this file, so a fresh clone regenerates it.",
         f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
-        "listed as such, never filled in.",
+        "listed as such, never filled in. A row marked † was made from a tree with uncommitted changes; one marked",
+        "(stale) ran before a commit that changed the code of its task (`core/` or its domain folder): rerun those.",
+        "Seeds of one setting are one row, mean ± std (n), with the per-seed rows folded below the table.",
         "",
     ]
     results_md = out_dir / RESULTS_FILE

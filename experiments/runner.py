@@ -6,7 +6,8 @@ in the next, and each writes ``runs/<name>/run.json``. A run whose record says `
 skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path last``); a
 ``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
 of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
-interruption therefore continues where it stopped.
+interruption therefore continues where it stopped. A run whose folder another process holds (its
+lock, :mod:`anyformer.core.train.run_lock`: a fit still running) is reported and left alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
-from anyformer.core.train import run_record
+from anyformer.core.train import run_lock, run_record
 from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
@@ -38,7 +39,7 @@ class Step:
     label: str
     argv: list[str]
     action: str
-    """``run``, ``resume`` or ``skip``."""
+    """``run``, ``resume``, ``skip``, or ``locked`` (another process is writing the run: left alone)."""
     reason: str
     creates: str | None = None
     """For a setup step, the file it must create."""
@@ -63,8 +64,18 @@ def _finished(runs_dir: Path, name: str) -> dict | None:
     return record if record is not None and record.get("status") == "finished" else None
 
 
+def _locked(run_dir: Path, label: str, argv: list[str], needs: tuple[str, ...] = ()) -> Step | None:
+    """A ``locked`` step when another live process holds ``run_dir``, else None."""
+    holder = run_lock.holder_of(run_dir)
+    if holder is None:
+        return None
+    return Step(label, argv, "locked", f"in use by {run_lock.describe_holder(holder)}", needs=needs)
+
+
 def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
     planned = spec.fit_argv()
+    if locked := _locked(runs_dir / spec.name, spec.name, planned):
+        return locked
     record = _own_record(runs_dir / spec.name, planned)
     if record is not None and record.get("status") == "finished":
         return Step(spec.name, planned, "skip", f"finished {record['ended']}")
@@ -79,6 +90,8 @@ def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
 
 
 def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
+    if fit.action == "locked":
+        return Step(f"{spec.name} test", spec.test_argv(), "locked", fit.reason)
     record = run_record.read_record(runs_dir / spec.name) if fit.action == "skip" else None
     tested = record is not None and "test" in record and record["test"]["ended"] >= record["ended"]
     if tested:
@@ -93,6 +106,8 @@ def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step]) -
     makes the evaluation stale; one outside the plan (``--only``) must already have finished.
     """
     planned = spec.argv()
+    if locked := _locked(runs_dir / spec.name, spec.name, planned, spec.after):
+        return locked
     record = _own_record(runs_dir / spec.name, planned)
     changed = []
     for name in spec.after:
@@ -165,9 +180,10 @@ def main(argv: list[str]) -> int:
     comparison = load_comparison(comparison_path(args.name, args.comparisons))
     steps = plan(comparison, RUNS_DIR, args.only)
     print(f"# anyformer experiment {comparison.name}: {comparison.title}")
+    locked = [step.label for step in steps if step.action == "locked"]
     for number, step in enumerate(steps, 1):
         print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
-        if args.dry_run or step.action == "skip":
+        if args.dry_run or step.action in ("skip", "locked"):
             continue
         if unfinished := [name for name in step.needs if _finished(RUNS_DIR, name) is None]:
             # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
@@ -181,4 +197,11 @@ def main(argv: list[str]) -> int:
         if step.creates is not None and not Path(step.creates).exists():
             print(f"anyformer experiment: `{command_line(step.argv)}` did not create {step.creates}", file=sys.stderr)
             return 1
+    if locked and not args.dry_run:
+        print(
+            f"anyformer experiment: left alone {', '.join(locked)}: another process is writing them;"
+            " rerun when it ends",
+            file=sys.stderr,
+        )
+        return 1
     return 0

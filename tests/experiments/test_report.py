@@ -61,8 +61,15 @@ def report(workspace: Path) -> str:
     return (workspace / "results" / RESULTS_FILE).read_text()
 
 
+def label(text: str, name: str) -> str:
+    """The run cell of ``name``'s first row: its name and marks (``†``, ``(stale)``)."""
+    line = next(line for line in text.splitlines() if line.split("|")[1:2] and line.split("|")[1].split()[:1] == [name])
+    return line.split("|")[1].strip()
+
+
 def row(text: str, name: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+    """The cells after the run cell of ``name``'s first row (marks or not)."""
+    line = next(line for line in text.splitlines() if line.split("|")[1:2] and line.split("|")[1].split()[:1] == [name])
     return [cell.strip() for cell in line.strip("|").split("|")][1:]
 
 
@@ -72,7 +79,7 @@ def test_rerunning_or_deleting_and_rerunning_gives_the_same_bytes(workspace):
     make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), curve=[(10, 1.5, 2.9, 0.4)])
     first = report(workspace)
     png = workspace / "results" / "toy.png"
-    assert png.is_file() and "![val_bpc learning curves of toy](toy.png)" in first
+    assert png.is_file() and "(toy.png)" in first
     assert report(workspace) == first
     (workspace / "results" / RESULTS_FILE).unlink()
     png.unlink()
@@ -245,3 +252,101 @@ def test_a_figure_must_be_an_attention_run_of_the_comparison(workspace):
     raw["figures"] = ["alpha"]  # a training run draws no figure
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2
+
+
+def _git(workspace: Path, *args: str) -> str:
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    done = subprocess.run(["git", *args], cwd=workspace, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
+    _git(workspace, "init", "-q")
+    for folder in ("core", "text", "vision"):
+        (workspace / folder).mkdir()
+        (workspace / folder / "code.py").write_text("x = 1\n")
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "code")
+    commit = _git(workspace, "rev-parse", "HEAD")
+    runs = workspace / "runs"
+    make_run(runs, "alpha", git={"commit": commit, "dirty": True})
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), git={"commit": commit, "dirty": False})
+    make_run(runs, "gamma", git={"commit": "e" * 40, "dirty": False})  # a commit this checkout lacks: not judged
+    text = report(workspace)
+    assert label(text, "alpha") == "alpha †" and label(text, "beta") == "beta" and label(text, "gamma") == "gamma"
+    assert "† made from a working tree with uncommitted changes" in text and "(stale) the code" not in text
+
+    (workspace / "vision" / "code.py").write_text("x = 2\n")  # another domain: gpt runs are still current
+    _git(workspace, "commit", "-q", "-am", "vision")
+    assert "(stale) the code" not in report(workspace)
+    (workspace / "text" / "code.py").write_text("x = 3\n")  # the gpt task's domain: every gpt run is stale
+    _git(workspace, "commit", "-q", "-am", "text")
+    text = report(workspace)
+    assert label(text, "alpha") == "alpha † (stale)" and label(text, "beta") == "beta (stale)"
+    assert label(text, "gamma") == "gamma"
+    assert "(stale) the code its task runs (`core/`, `text/`) changed in a commit" in text
+    assert report(workspace) == text  # deterministic
+
+
+def _seed_comparison(workspace: Path, **table) -> None:
+    runs = [{"name": "alpha", "task": "gpt", "config": "exp.yaml", "group": "alpha_seeds"},
+            {"name": "alpha_s1", "task": "gpt", "config": "exp.yaml", "group": "alpha_seeds",
+             "overrides": ["--seed_everything=1"]},
+            {"name": "alpha_s2", "task": "gpt", "config": "exp.yaml", "group": "alpha_seeds",
+             "overrides": ["--seed_everything", "2"]},
+            {"name": "beta", "task": "gpt", "config": "exp.yaml", "overrides": ["--trainer.max_steps=7"]}]  # fmt: skip
+    comparison = {"title": "Seeds", "plot": "val_bpc", "runs": runs,
+                  "tables": [{"title": "Main", "rows": ["alpha_seeds", "beta"], **table}]}  # fmt: skip
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+
+
+def test_runs_that_differ_only_by_seed_are_one_row_with_mean_std_and_n(workspace):
+    _seed_comparison(workspace, columns=["val_bpc", "params", "wall_s", "device"])
+    runs = workspace / "runs"
+    make_run(runs, "alpha", metrics={"val_bpc": 2.0}, curve=[(10, 1.0, 3.0, 0.5)])
+    make_run(runs, "alpha_s1", argv=fit_argv("alpha_s1", "--seed_everything=1"), metrics={"val_bpc": 2.2},
+             wall_s=14.0, curve=[(10, 1.0, 3.1, 0.5)])  # fmt: skip
+    make_run(runs, "alpha_s2", argv=fit_argv("alpha_s2", "--seed_everything", "2"), status="failed")
+    text = report(workspace)
+    assert row(text, "alpha_seeds") == ["2.1000 ± 0.1414 (2)", "1,234", "13 ± 1 (2)", "CPU, 2 threads"]
+    assert row(text, "beta")[0] == "not run"
+    per_seed = text.split("<details><summary>Per-seed rows</summary>", 1)[1].split("</details>", 1)[0]
+    assert row(per_seed, "alpha") == ["2.0000", "1,234", "12", "CPU, 2 threads"]
+    assert row(per_seed, "alpha_s2")[0] == "not finished (failed)" and "beta" not in per_seed
+    assert (workspace / "results" / "toy.png").is_file()  # curves and the bars with their error bar
+    assert report(workspace) == text
+
+
+def test_a_seed_group_must_differ_only_by_seed(workspace):
+    _seed_comparison(workspace, columns=["val_bpc"])
+    path = workspace / "comparisons" / "toy.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["runs"][1]["overrides"].append("--model.optim.lr=0.1")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2
+
+
+def test_an_equal_time_table_reads_each_run_at_the_shortest_runs_last_validation(workspace):
+    comparison = yaml.safe_load((workspace / "comparisons" / "toy.yaml").read_text())
+    comparison["tables"] = [{"title": "Equal time", "rows": ["alpha", "beta"], "at_wall_s": "shortest",
+                             "columns": ["val_bpc", "val_acc", "test_acc", "step", "wall_s", "params"]},
+                            {"title": "At 15 s", "rows": ["alpha", "beta"], "at_wall_s": 15,
+                             "columns": ["val_bpc", "step"]}]  # fmt: skip
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    runs = workspace / "runs"
+    make_run(runs, "alpha", curve=[(10, 10.0, 3.0, 0.5), (20, 20.0, 2.5, 0.6), (30, 30.0, 2.0, 0.7)],
+             metrics={"val_bpc": 2.0, "test_acc": 0.9})  # fmt: skip
+    make_run(
+        runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), curve=[(5, 12.0, 3.5, 0.4), (10, 24.0, 3.2, 0.45)]
+    )
+    text = report(workspace)
+    equal = text.split("### Equal time", 1)[1].split("###", 1)[0]
+    assert row(equal, "alpha") == ["2.5000", "0.6000", MISSING, "20", "20", "1,234"]  # at wall_s 20 <= 24
+    assert row(equal, "beta") == ["3.2000", "0.4500", MISSING, "10", "24", "1,234"]
+    assert "wall_s ≤ 24 s (the shortest run's last validation)" in equal
+    at_15 = text.split("### At 15 s", 1)[1]
+    assert row(at_15, "alpha") == ["3.0000", "10"] and row(at_15, "beta") == ["3.5000", "5"]
+    assert "wall_s ≤ 15 s (the table's budget)" in at_15
