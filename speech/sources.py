@@ -11,6 +11,11 @@
 - ``synthetic``: spoken digits synthesized by eSpeak NG (``anyformer.speech.synth``); official test set =
   the first tenth of every digit's clips.
 
+Preloaded sources (``fsdd``, ``folder``) skip an unreadable clip (not audio, truncated, empty, NaN
+samples) with a warning that counts them and names the first few, as long as at most
+``MAX_UNREADABLE`` of the clips are unreadable; more means a wrong or damaged folder, and the load
+fails with the first clip's error (one line, naming the file).
+
 ``fsdd`` and ``speechcommands`` are the datasets ``fsdd`` and ``speech_commands`` of
 :mod:`anyformer.core.data`: read from ``root`` when given, else ``$ANYFORMER_DATA``, else the
 user cache, else downloaded into that cache (and verified).
@@ -28,7 +33,7 @@ import torch
 import torchaudio.datasets
 
 from anyformer.core.data import resolve
-from anyformer.speech.audio import load_audio
+from anyformer.speech.audio import AudioError, load_audio
 from anyformer.speech.synth import DIGIT_WORDS, plan_digits, synthesize_digits
 
 logger = logging.getLogger(__name__)
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 FSDD_TEST_INDICES = range(5)
 OFFICIAL_PARTS = ("train", "val", "test")
 SOURCES = ("fsdd", "folder", "speechcommands", "synthetic")
+MAX_UNREADABLE = 0.1
+"""The largest fraction of a preloaded source's clips that may be unreadable and skipped."""
 
 
 @dataclass
@@ -111,8 +118,8 @@ def load_fsdd(root: Path | None, sample_rate: int) -> ClipSet:
         labels.append(int(fields[0]))
         speakers.append(fields[1])
         official.append("test" if int(fields[2]) in FSDD_TEST_INDICES else "train")
-    waves = [load_audio(path, sample_rate) for path in paths]
-    return ClipSet(waves, labels, speakers, official, list(DIGIT_WORDS))
+    waves, kept = _read_clips(paths, sample_rate)
+    return ClipSet(waves, *_keep(kept, labels, speakers, official), list(DIGIT_WORDS))
 
 
 def load_folder(root: Path | None, sample_rate: int) -> ClipSet:
@@ -138,8 +145,8 @@ def load_folder(root: Path | None, sample_rate: int) -> ClipSet:
     labels = [label_of[name] for name in names]
     # Speech Commands' rule: a stable hash of the speaker keeps each speaker in one part.
     official = ["test" if zlib.crc32(speaker.encode()) % 10 == 0 else "train" for speaker in speakers]
-    waves = [load_audio(path, sample_rate) for path in paths]
-    return ClipSet(waves, labels, speakers, official, class_names)
+    waves, kept = _read_clips(paths, sample_rate)
+    return ClipSet(waves, *_keep(kept, labels, speakers, official), class_names)
 
 
 def load_speechcommands(root: Path | None, sample_rate: int) -> ClipSet:
@@ -170,6 +177,37 @@ def load_synthetic(n_per_class: int, seed: int, sample_rate: int) -> ClipSet:
     n_test = max(1, n_per_class // 10)
     official = ["test" if clip.index < n_test else "train" for clip in plan]
     return ClipSet(waves, labels, [clip.speaker for clip in plan], official, list(DIGIT_WORDS))
+
+
+def _read_clips(paths: list[Path], sample_rate: int) -> tuple[list[torch.Tensor], list[int]]:
+    """(waveforms of the readable clips, their indices in ``paths``); see ``MAX_UNREADABLE``.
+
+    Raises:
+        AudioError: more than ``MAX_UNREADABLE`` of the clips are unreadable (the first one's error).
+    """
+    waves, kept, errors = [], [], []
+    for index, path in enumerate(paths):
+        try:
+            waves.append(load_audio(path, sample_rate))
+        except AudioError as error:
+            errors.append(error)
+            continue
+        kept.append(index)
+    if not errors:
+        return waves, kept
+    if len(errors) > MAX_UNREADABLE * len(paths):
+        raise AudioError(
+            f"{len(errors)} of {len(paths)} clips are unreadable (more than {MAX_UNREADABLE:.0%}), "
+            f"the first: {errors[0]}"
+        )
+    names = ", ".join(str(error) for error in errors[:3]) + (", ..." if len(errors) > 3 else "")
+    logger.warning("Skipped %d unreadable clips of %d: %s", len(errors), len(paths), names)
+    return waves, kept
+
+
+def _keep(kept: list[int], *columns: list) -> list[list]:
+    """Each column restricted to the rows ``kept``."""
+    return [[column[index] for index in kept] for column in columns]
 
 
 def _wav_files(root: Path) -> list[Path]:

@@ -152,6 +152,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     put("existing.png", b"\x89PNG an earlier attention map")
     put("tokenizer.json", b"")
     CharTokenizer.train(["abc"]).save(paths["tokenizer.json"])
+    put("hf_tokenizer.json", '{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}')
+    put("truncated.wav", b"")
+    sf.write(paths["truncated.wav"], np.zeros(400, np.float32), RATE)
+    paths["truncated.wav"].write_bytes(paths["truncated.wav"].read_bytes()[:30])  # cut inside the header
+    put("mismatched.npz", b"")
+    with open(paths["mismatched.npz"], "wb") as handle:  # actions one step short of the rest
+        meta = '{"env_id": "CartPole-v1", "format": "anyformer-trajectories", "format_version": 1}'
+        arrays = {name: getattr(_trajectories(), name) for name in ("observations", "rewards", "terminations",
+                  "truncations", "episode_starts")}  # fmt: skip
+        np.savez(handle, meta=np.array(meta), actions=np.array([0, 1]), **arrays)
     put("unknown_key.yaml", "model:\n  config:\n    vocab_size: 8\n  not_a_setting: 1\n")
     put("wrong_type.yaml", "trainer:\n  max_steps: lots\n")
     put("broken.yaml", "data:\n  source: [unclosed\n")
@@ -246,6 +256,15 @@ CASES = [
     cli("sample-rate-zero", "speech fit --data.sample_rate=0", "sample_rate", "> 0, got 0"),
     cli("npz-dataset-corrupt", "dt fit --data.path {corrupt_npz}", "{corrupt_npz}", "not a readable .npz"),
     cli("npz-dataset-missing", "dt fit --data.path {missing}", "{missing}", "not found"),
+    cli("npz-dataset-missing-keys", "dt fit --data.path {one_array_npz}", "{one_array_npz}", "missing fields"),
+    cli("npz-dataset-mismatched-lengths", "dt fit --data.path {mismatched_npz}", "{mismatched_npz}", "inconsistent",
+        "actions has 2 steps, rewards has 3"),
+    cli("tokenizer-file-of-another-library", "gpt fit --data.tokenizer_path {hf_tokenizer_json}",
+        "{hf_tokenizer_json}", "no 'kind' key", "Tokenizer.save"),
+    cli("tokenizer-file-of-another-kind", "gpt fit --data.tokenizer bpe --data.tokenizer_path {tokenizer_json}",
+        "{tokenizer_json}", "'char' tokenizer", "'bpe'"),
+    cli("speech-folder-missing", "speech fit --data.source folder --data.root {missing}", "{missing}",
+        "no such folder of audio clips"),
     cli("image-folder-missing", "vit fit --data.source imagefolder --data.image_size 8 --data.root {missing}",
         "{missing}", "does not exist"),
     # -- anyformer generate ------------------------------------------------------------------------
@@ -280,6 +299,7 @@ CASES = [
     cli("audio-no-samples", [*CLS, "{speech}", "{no_samples_wav}"], "{no_samples_wav}", "no audio samples"),
     cli("audio-nan", [*CLS, "{speech}", "{nan_wav}"], "{nan_wav}", "NaN or infinite", "finite audio"),
     cli("audio-missing", [*CLS, "{speech}", "{missing}"], "{missing}", "no such audio file"),
+    cli("audio-truncated-wav", [*CLS, "{speech}", "{truncated_wav}"], "{truncated_wav}", "not readable as audio"),
     accepted("audio-at-another-rate", [*CLS, "{speech}", "{tone16k_wav}", "--top-k", "1"]),
     # -- anyformer collect / rollout / translate ----------------------------------------------------
     cli("collect-unknown-env", [*COLLECT, "--env", "NoSuchEnv-v9", "--out", "{existing_npz}"], UNKNOWN_ENV,
@@ -302,6 +322,8 @@ CASES = [
     api("api-tokenizer-not-json", lambda p: load_tokenizer(p.broken_json), ValueError, "{broken_json}", "JSON"),
     api("api-tokenizer-json-list", lambda p: load_tokenizer(p.list_json), ValueError, "{list_json}", "list"),
     api("api-tokenizer-no-kind", lambda p: load_tokenizer(p.nokind_json), ValueError, "{nokind_json}", "kind"),
+    api("api-tokenizer-of-another-kind", lambda p: BPETokenizer.load(p.tokenizer_json), ValueError,
+        "{tokenizer_json}", "'char' tokenizer, not a BPETokenizer"),
     api("api-tokenizer-save-fails", _surrogate_tokenizer_save, ValueError, "{tokenizer_json}", "lone surrogate",
         keeps=("tokenizer_json",)),
     api("api-checkpoint-text", lambda p: read_checkpoint(p.notes_txt), CheckpointError, "{notes_txt}"),
@@ -315,6 +337,9 @@ CASES = [
     api("api-npz-empty", lambda p: load_trajectories(p.empty_bin), TrajectoryFormatError, "{empty_bin}"),
     api("api-npz-not-trajectories", lambda p: load_trajectories(p.one_array_npz), TrajectoryFormatError,
         "{one_array_npz}", "missing fields"),
+    api("api-npz-mismatched-lengths", lambda p: load_trajectories(p.mismatched_npz), TrajectoryFormatError,
+        "{mismatched_npz}", "inconsistent"),
+    api("api-audio-truncated", lambda p: load_audio(p.truncated_wav, RATE), AudioError, "{truncated_wav}"),
     api("api-npz-save-fails", _unjsonable_meta_save, TypeError, "{existing_npz}", "meta is not JSON",
         keeps=("existing_npz",)),
     api("api-env-unknown", lambda p: make_env("NoSuchEnv-v9"), ValueError, "'NoSuchEnv-v9'", "supported"),

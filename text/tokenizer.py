@@ -111,11 +111,15 @@ class Tokenizer(Protocol):
         """Read a tokenizer written by :meth:`save`.
 
         Raises:
-            TypeError: The file holds another kind of tokenizer than ``cls``.
+            TokenizerKindError: The file holds another kind of tokenizer than ``cls`` (a
+                ``TypeError`` and a ``ValueError``).
         """
         tokenizer = load_tokenizer(path)
         if not isinstance(tokenizer, cls):
-            raise TypeError(f"{path} holds a {tokenizer.kind!r} tokenizer, not a {cls.__name__}")
+            raise TokenizerKindError(
+                f"tokenizer file {path} holds a {tokenizer.kind!r} tokenizer, not a {cls.__name__}; expected "
+                f"a file written by {cls.__name__}.save"
+            )
         return tokenizer
 
     @property
@@ -386,6 +390,11 @@ def build_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokeniz
     return _tokenizer_class(kind).train(texts, vocab_size)
 
 
+class TokenizerKindError(TypeError, ValueError):
+    """A tokenizer file of another kind than the one asked for. A ``TypeError`` as before, and a
+    ``ValueError`` like every other bad tokenizer file, so commands report it as a usage error."""
+
+
 def tokenizer_from_state(state: Mapping[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer of any kind from :meth:`Tokenizer.to_state` output.
 
@@ -411,6 +420,11 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         raise ValueError(f"tokenizer file {path} is not UTF-8 JSON written by Tokenizer.save ({err})") from None
     if not isinstance(state, dict):
         raise ValueError(f"tokenizer file {path} holds a JSON {type(state).__name__}, not a tokenizer state object")
+    if "kind" not in state:
+        raise ValueError(
+            f"tokenizer file {path} has no 'kind' key; expected JSON written by anyformer's Tokenizer.save (kind "
+            f"one of {sorted(TOKENIZERS)}), not another library's tokenizer file"
+        )
     try:
         return tokenizer_from_state(state)
     except Exception as err:  # a missing field (KeyError), an unknown kind (ValueError), HF's bare Exception

@@ -5,12 +5,16 @@ a checkpoint of the wrong task, an unknown environment, an unknown config key) e
 with exit status 2 and ONE line on stderr, ``anyformer <command>: error: <message>``, naming the
 input and what was expected; never a traceback. Errors found while parsing the command line
 raise ``SystemExit(2)`` (argparse's convention); errors found afterwards make ``main`` return 2.
-Anything else is a bug and keeps its traceback.
+A write refused for lack of space (ENOSPC, EDQUOT) is not a usage error but stops the command
+with exit status 1 and one line, ``anyformer <command>: stopped: <message>`` (the writes are
+atomic, so the message can say the previous file is intact). Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +22,10 @@ from typing import NoReturn
 
 USAGE_EXIT = 2
 """Exit status of a usage or input error (argparse's and POSIX tools' convention)."""
+STOPPED_EXIT = 1
+"""Exit status of a command stopped by its environment (a full disk) or by a diverged run."""
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""``errno`` of a write refused for lack of space (the device, or the user's quota)."""
 
 
 class UsageError(ValueError):
@@ -45,13 +53,34 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {one_line(message)}\n")
 
 
+def disk_full(error: BaseException) -> OSError | None:
+    """The first write refused for lack of space behind ``error`` (itself, or an exception it was
+    raised while handling or from: a later write on the same full disk, a writer's wrapper), or
+    None. A described one (``DiskFullError``, naming the file) wins over the bare ``OSError``."""
+    found, seen, current = [], set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            found.append(current)
+        current = current.__cause__ or current.__context__
+    described = [err for err in found if type(err) is not OSError]
+    return (described or found or [None])[-1]  # the walk goes from the latest to the earliest
+
+
+def report_stop(prog: str, error: BaseException) -> int:
+    """Print ``prog: stopped: <message>`` as one line on stderr; return :data:`STOPPED_EXIT`."""
+    print(f"{prog}: stopped: {one_line(error)}", file=sys.stderr)
+    return STOPPED_EXIT
+
+
 Main = Callable[[Sequence[str] | None], int]
 """A command's entry point: ``main(argv)`` (None: ``sys.argv[1:]``) -> exit status."""
 
 
 def reports_usage_errors(prog: str) -> Callable[[Main], Main]:
     """Decorate a command's ``main(argv) -> int`` so that a :class:`UsageError` it raises is
-    reported by :func:`report` (one line, exit status 2) instead of a traceback."""
+    reported by :func:`report` (one line, exit status 2), and a full disk by :func:`report_stop`
+    (one line, exit status 1), instead of a traceback."""
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
@@ -60,6 +89,10 @@ def reports_usage_errors(prog: str) -> Callable[[Main], Main]:
                 return main(argv)
             except UsageError as error:
                 return report(prog, error)
+            except OSError as error:
+                if (full := disk_full(error)) is None:
+                    raise
+                return report_stop(prog, full)
 
         return run
 

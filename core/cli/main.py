@@ -4,12 +4,13 @@ through LightningCLI, plus tools such as ``anyformer generate``."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
-from anyformer.core.cli.errors import UsageError, one_line, report
+from anyformer.core.cli.errors import UsageError, disk_full, one_line, report, report_stop
 from anyformer.core.cli.tasks import TASKS, TOOLS, resolve
 from anyformer.core.data.errors import DataError
 
@@ -96,20 +97,87 @@ def _pop_compile(args: list[str]) -> tuple[bool, list[str]]:
     return len(rest) != len(args), rest
 
 
+def _progress_callback():
+    """A callback that tells whether the run has started its real work (:meth:`started`): it is
+    inside a batch, or a batch other than the sanity check's has run."""
+    import pytorch_lightning as pl
+
+    class Progress(pl.Callback):
+        def __init__(self) -> None:
+            self.in_batch = self.ran = False
+
+        def started(self) -> bool:
+            return self.in_batch or self.ran
+
+        def _start(self, trainer, *args) -> None:
+            self.in_batch = True
+
+        def _end(self, trainer, *args) -> None:
+            self.in_batch = False
+            self.ran = self.ran or not trainer.sanity_checking
+
+        on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _start
+        on_train_batch_end = on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _end
+
+    return Progress()
+
+
+def _first_rank() -> bool:
+    """Whether this process is the first of its run (not a DDP worker that re-ran the command)."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def _input_errors_are_usage_errors(datamodule: object) -> None:
+    """Make the data module's ``prepare_data`` and ``setup`` report a ``ValueError`` or ``OSError``
+    (a damaged or missing file, a bad label: read before the first step) as a :class:`UsageError`,
+    as :meth:`instantiate_classes` does for the data module's constructor. A full disk stays a stop."""
+    from anyformer.core.train.atomic import DiskFullError
+
+    for name in ("prepare_data", "setup"):
+        hook = getattr(datamodule, name, None)
+        if hook is None:
+            continue
+
+        def checked(*args, _hook=hook, **kwargs):
+            try:
+                return _hook(*args, **kwargs)
+            except DiskFullError:
+                raise
+            except (ValueError, OSError) as err:
+                raise UsageError(one_line(err)) from err
+
+        setattr(datamodule, name, checked)
+
+
 def run_task(task: str, args: list[str]) -> None:
     """Run LightningCLI for ``task`` with the suite's trainer defaults.
 
+    The command holds the lock of ``runs/<name>/`` (:mod:`anyformer.core.train.run_lock`) from the
+    end of argument parsing until it ends, so a second command on the same run is refused.
+
     Raises:
-        UsageError: a bad argument or config (unknown key, wrong type, missing file), or a data
-            module or model that rejects its settings or its data while being built.
+        UsageError: a bad argument or config (unknown key, wrong type, missing file), a data
+            module or model that rejects its settings or its data while being built, a trainer
+            setting Lightning rejects when the run starts (``MisconfigurationException``), an
+            unreadable or unsafe ``--ckpt_path``, or a run folder held by another process.
     """
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from pytorch_lightning.cli import LightningCLI
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from anyformer.core.train.atomic import DiskFullError
     from anyformer.core.train.base import AtomicCheckpointIO
-    from anyformer.core.train.callbacks import CompileModel, RandomState, ResumeLogs, RunRecord, WallClock
+    from anyformer.core.train.callbacks import (
+        CompileModel,
+        LatestCheckpoint,
+        RandomState,
+        ResumeLogs,
+        RunRecord,
+        WallClock,
+    )
     from anyformer.core.train.csv_logger import ResumableCSVLogger
+    from anyformer.core.train.run_lock import RunLock
 
     spec = TASKS[task]
     typed_argv = ["anyformer", task, *args]  # recorded in run.json as the user wrote it
@@ -121,6 +189,8 @@ def run_task(task: str, args: list[str]) -> None:
     # never overwrite the training curves (CSVLogger clears a non-empty log folder).
     log_version = "" if not args or args[0] == "fit" else args[0]
     model_class, data_class = resolve(spec.model), resolve(spec.data)
+    lock = RunLock(Path("runs") / run_name, typed_argv)
+    progress = _progress_callback()
 
     class TaskCLI(LightningCLI):
         def parse_arguments(self, parser, args) -> None:
@@ -129,13 +199,66 @@ def run_task(task: str, args: list[str]) -> None:
                 super().parse_arguments(parser, args)
             except ArgumentError as err:
                 raise UsageError(one_line(err)) from None
+            # The arguments are valid: take the run folder before anything can write into it (or
+            # log: a refused command prints its one line only). A command refused later, while
+            # its classes are built, removes the folder again if it made it.
+            if self.config.get("subcommand") is not None and _first_rank():
+                lock.acquire()
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads --ckpt_path's hyperparameters right after parsing and applies them
+            # over the config. A damaged or unsafe file is a usage error naming it (read here first,
+            # weights_only). Hyperparameters that are link targets of the data module (a speech
+            # model's whole `spectrogram`) cannot be applied that way: then the config as given is
+            # used, as the model's weights are checked against it when they load.
+            import torch
+
+            from anyformer.core.train.checkpoint import checkpoint_read_error
+
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            try:
+                torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise checkpoint_read_error(ckpt_path, err) from None
+            try:
+                super()._parse_ckpt_path()
+            except (ArgumentError, SystemExit) as err:
+                logging.getLogger(__name__).info(
+                    "%s: its hyperparameters were not applied over the config (%s); the config as given is used",
+                    ckpt_path,
+                    one_line(err) if isinstance(err, ArgumentError) else "not parseable here",
+                )
 
         def instantiate_classes(self) -> None:
             # Building the data module and the model is where bad config values, missing or
             # corrupt files and unusable datasets surface; anything later is not a usage error.
             try:
                 super().instantiate_classes()
+            except DiskFullError:
+                lock.release()
+                raise  # not a usage error: main reports it as a stop (exit 1)
             except (ValueError, OSError) as err:
+                lock.release()
+                raise UsageError(one_line(err)) from err
+            except BaseException:
+                lock.release()
+                raise
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            _input_errors_are_usage_errors(self.datamodule)
+            # Lightning checks the trainer settings against the model and the data when the run
+            # starts (val_check_interval beyond the epoch, a monitored metric never logged, ...)
+            # and raises MisconfigurationException or ValueError: a config error like any other.
+            # The same types raised inside a batch, or after the first batch ran, are real errors
+            # and keep their traceback.
+            try:
+                super()._run_subcommand(subcommand)
+            except (MisconfigurationException, ValueError) as err:
+                if isinstance(err, UsageError) or progress.started():
+                    raise
                 raise UsageError(one_line(err)) from err
 
         def add_arguments_to_parser(self, parser) -> None:
@@ -150,9 +273,14 @@ def run_task(task: str, args: list[str]) -> None:
 
     trainer_defaults = {
         "callbacks": [
-            ModelCheckpoint(monitor="val_loss", mode="min", save_last=True, filename="best-{step}"),
+            # The best by val_loss, and last.ckpt at every validation: Lightning's save_last only
+            # refreshes last.ckpt when a top-k file is saved, so `--ckpt_path last` and the tools
+            # would read the last *improvement*, not the latest state, once val_loss stops falling.
+            ModelCheckpoint(monitor="val_loss", mode="min", filename="best-{step}"),
+            LatestCheckpoint(),
             LearningRateMonitor(logging_interval="step"),
             WallClock(),
+            progress,
             RunRecord(Path("runs") / run_name, task, typed_argv),
             RandomState(),  # with the data order and Lightning's state: a resumed fit equals an uninterrupted one
             ResumeLogs(),
@@ -172,15 +300,18 @@ def run_task(task: str, args: list[str]) -> None:
     warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance")
     # `anyformer <task> ...` hands LightningCLI the arguments after the task name on purpose.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    TaskCLI(
-        model_class,
-        data_class,
-        args=args,
-        trainer_defaults=trainer_defaults,
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": f"anyformer {task}", "exit_on_error": False},
-    )
+    try:
+        TaskCLI(
+            model_class,
+            data_class,
+            args=args,
+            trainer_defaults=trainer_defaults,
+            seed_everything_default=1337,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": f"anyformer {task}", "exit_on_error": False},
+        )
+    finally:
+        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         except FloatingPointError as err:  # the run diverged; its checkpoints are kept
             print(f"anyformer {name}: training stopped: {one_line(err)}", file=sys.stderr)
             return 1
+        except OSError as err:
+            # The disk filled up (atomic writes: every file it was replacing is intact). Later
+            # writes (the run record of the failed fit) fail too: the first one is named.
+            if (full := disk_full(err)) is None:
+                raise
+            return report_stop(f"anyformer {name}", full)
         return 0
     if name in TOOLS:
         return resolve(TOOLS[name][0])(rest)  # each tool reports its own usage errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,25 @@ def _default_file_mode() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""errno values of a write refused for lack of space (the device, or the user's quota)."""
+
+
+class DiskFullError(OSError):
+    """A write ran out of space; the message names the file and says the previous one is intact.
+
+    An ``OSError`` with ``errno`` ENOSPC (or EDQUOT), so callers that handle ``OSError`` still do.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without the "[Errno 28]" prefix
+
+
+def _disk_full(path: Path, err: OSError) -> DiskFullError:
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+    return DiskFullError(err.errno, f"no space left on device while writing {path} ({kept}); free some space and rerun")
 
 
 @contextlib.contextmanager
@@ -40,8 +60,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode={mode!r} must be 'w' or 'wb'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise _disk_full(path, err) from err
+        raise
     try:
         with os.fdopen(fd, mode, encoding=encoding) as tmp:
             os.chmod(tmp_name, _default_file_mode())
@@ -51,9 +76,25 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
             # leave an empty file under the final name.
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
+        full = _full_disk_cause(err)
+        if full is not None and not isinstance(err, DiskFullError):
+            raise _disk_full(path, full) from err
         raise
+
+
+def _full_disk_cause(err: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT ``OSError`` behind ``err`` (itself, or a cause a writer wrapped it in:
+    torch's zip writer re-raises a failed write as ``RuntimeError``), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

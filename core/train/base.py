@@ -19,6 +19,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.parsing import collect_init_args
 from torch import nn
 
+from anyformer.core.cli.errors import UsageError
 from anyformer.core.train.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -211,8 +212,15 @@ class TaskModule(pl.LightningModule):
         checkpoint written before hyperparameters were saved is rebuilt from its ``anyformer``
         section (config and optimizer).
         """
+        from anyformer.core.train.checkpoint import checkpoint_read_error
+
         mmap = isinstance(checkpoint_path, (str, Path))  # a file object cannot be memory-mapped
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            # weights_only: a pickle that would build other objects (and could run code) is refused;
+            # Lightning's own read below then finds the same, already checked, file.
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as err:  # torch raises many types for a damaged or unsafe file
+            raise checkpoint_read_error(checkpoint_path, err) from None
         hparams = saved.get(cls.CHECKPOINT_HYPER_PARAMS_KEY)
         if hparams is None and "anyformer" in saved:
             hparams = {"config": saved["anyformer"]["config"], "optim": saved["anyformer"]["optim"]}
@@ -321,3 +329,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             stale.unlink(missing_ok=True)
         with atomic_open(path, "wb") as file:
             torch.save(checkpoint, file)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        """Read a checkpoint to resume from (``--ckpt_path``) as data only: ``weights_only=True``
+        whatever the caller asks, so a file whose pickle would run code is refused, not run.
+
+        Raises:
+            UsageError: the file is missing, unreadable, or holds more than weights and plain data.
+        """
+        from anyformer.core.train.checkpoint import checkpoint_read_error
+
+        if not Path(path).is_file():
+            raise UsageError(f"--ckpt_path {path} does not exist; expected a .ckpt file written by a fit")
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises many types for a damaged or unsafe file
+            raise checkpoint_read_error(path, err) from None

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
 from anyformer.core.train import run_record
@@ -239,3 +240,26 @@ class ResumeLogs(pl.Callback):
     ) -> None:
         for logger in self._csv_loggers(trainer):
             logger.save()
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` at every validation: the latest state, what ``--ckpt_path last`` resumes.
+
+    Lightning's ``save_last`` refreshes ``last.ckpt`` only when a top-k file is saved, so beside a
+    ``val_loss`` monitor it holds the last *improvement*; this callback (no monitor, one file named
+    ``last``) rewrites it every time. Its own ``state_key`` lets other checkpoint callbacks with the
+    same settings run beside it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(monitor=None, save_top_k=1, filename="last", enable_version_counter=False)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(latest=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A fit that stops between validations (max_steps before the next one) still leaves its
+        # final state as last.ckpt, as Lightning's save_last does at the end of training.
+        if trainer.global_step and self._last_global_step_saved != trainer.global_step:
+            self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))

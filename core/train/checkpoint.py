@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import typing
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,27 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             " or a folder written by `anyformer export --format safetensors`)"
         )
     try:
+        # weights_only: tensors and plain data only; a pickle that would build other objects
+        # (and so could run code) is refused by torch before anything is built.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged zip/pickle
-        raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(err).__name__}: {err}); is it truncated?"
-        ) from err
+        raise checkpoint_read_error(path, err) from None
     if not isinstance(checkpoint, dict) or "anyformer" not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not an anyformer checkpoint (no 'anyformer' section)")
     return checkpoint
+
+
+def checkpoint_read_error(path: str | Path, err: BaseException) -> CheckpointError:
+    """The one-line error for a checkpoint ``torch.load(weights_only=True)`` refused or could not read."""
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+        # torch's message runs to a dozen lines; its first "Unsupported global" names the object.
+        found = next((line for line in str(err).splitlines() if "Unsupported" in line), "")
+        detail = found[found.find("Unsupported") :].split(" was not ")[0].strip() if found else ""
+        return CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data ({detail or 'refused by torch'});"
+            " refused without loading it, since unpickling such a file can run arbitrary code"
+        )
+    return CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}); is it truncated?")
 
 
 def load_task(path: str | Path, *, tasks: tuple[str, ...] | None = None) -> TaskModule:

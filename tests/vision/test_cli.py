@@ -28,7 +28,7 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--t
 def test_every_config_starts_with_its_command_and_builds(path: Path, tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#") and f"anyformer vit fit --config experiments/vision/{path.name}" in text
-    assert "Expected:" in text
+    assert "Results:" in text or "no figure of ours" in text  # where its figure appears (tests/test_figures.py)
     cfg = yaml.safe_load(text)
     data = ImageDataModule(**cfg["data"])  # constructing reads no file
     model_cfg = cfg["model"].get("config", {}) | {

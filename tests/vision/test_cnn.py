@@ -71,7 +71,7 @@ def test_bad_config_names_the_field(overrides, message):
 def test_every_config_mirrors_its_vit_data_and_builds(path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#") and f"anyformer vision-cnn fit --config experiments/vision/{path.name}" in text
-    assert "Expected:" in text
+    assert "Results:" in text or "no figure of ours" in text  # where its figure appears (tests/test_figures.py)
     cfg = yaml.safe_load(text)
     vit = yaml.safe_load(path.with_name(path.name.replace("cnn_", "vit_")).read_text())
     assert cfg["data"] == vit["data"] and cfg["seed_everything"] == vit["seed_everything"]
