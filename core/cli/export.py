@@ -51,7 +51,7 @@ EXPORTERS: dict[str, dict[str, str]] = {
         "gpt": "anyformer.text.hf:export_gpt_hf",
         "bert": "anyformer.text.hf:export_bert_hf",
         "bert-classify": "anyformer.text.hf:export_bert_hf",
-        "vit": "anyformer.vision.timm:export_vit_timm",
+        "vit": "anyformer.vision.timm_export:export_vit_timm",
     },
 }
 """format -> task -> ``module:function(module, folder)`` writing the export into an existing empty folder

@@ -18,13 +18,13 @@ from anyformer.core.config import TransformerConfig
 from anyformer.core.patches import resample_grid_positions
 from anyformer.core.train.checkpoint import load_task
 from anyformer.vision.timm import (
-    export_vit_timm,
     from_timm,
     load_timm_state_dict,
     parse_spec,
     pretrained_vit,
     timm_config,
 )
+from anyformer.vision.timm_export import export_vit_timm
 from anyformer.vision.vit import ViT, ViTConfig
 from anyformer.vision.vit_task import ViTModule
 from tests.vision.timm_files import TINY, tiny_timm, tiny_timm_folder
