@@ -206,23 +206,15 @@ def run_task(task: str, args: list[str]) -> None:
                 lock.acquire()
 
         def _parse_ckpt_path(self) -> None:
-            # LightningCLI reads --ckpt_path's hyperparameters right after parsing and applies them
-            # over the config. A damaged or unsafe file is a usage error naming it (read here first,
-            # weights_only). Hyperparameters that are link targets of the data module (a speech
+            # LightningCLI reads --ckpt_path's hyperparameters (torch.load, weights_only=True) right
+            # after parsing and applies them over the config. A damaged or unsafe file is a usage
+            # error naming it. Hyperparameters that are link targets of the data module (a speech
             # model's whole `spectrogram`) cannot be applied that way: then the config as given is
             # used, as the model's weights are checked against it when they load.
-            import torch
-
             from anyformer.core.train.checkpoint import checkpoint_read_error
 
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if not ckpt_path or not Path(ckpt_path).is_file():
-                return
-            try:
-                torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise checkpoint_read_error(ckpt_path, err) from None
             try:
                 super()._parse_ckpt_path()
             except (ArgumentError, SystemExit) as err:
@@ -231,6 +223,8 @@ def run_task(task: str, args: list[str]) -> None:
                     ckpt_path,
                     one_line(err) if isinstance(err, ArgumentError) else "not parseable here",
                 )
+            except Exception as err:
+                raise checkpoint_read_error(ckpt_path, err) from None
 
         def instantiate_classes(self) -> None:
             # Building the data module and the model is where bad config values, missing or

@@ -260,6 +260,7 @@ class LatestCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A fit that stops between validations (max_steps before the next one) still leaves its
-        # final state as last.ckpt, as Lightning's save_last does at the end of training.
-        if trainer.global_step and self._last_global_step_saved != trainer.global_step:
+        # final state as last.ckpt, as Lightning's save_last does at the end of training; skipped
+        # where Lightning skips every save (fast_dev_run, already saved at this step).
+        if trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
             self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))

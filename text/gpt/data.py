@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from anyformer.text.batching import distributed
 from anyformer.text.corpus import load_corpus
 from anyformer.text.hf import hf_tokenizer, is_hf
 from anyformer.text.tokenizer import TOKENIZERS, Tokenizer, build_tokenizer, load_tokenizer
@@ -311,8 +312,7 @@ class TextDataModule(pl.LightningDataModule):
             self.batch_size,
             self.train_batches_per_epoch,
             self.seed,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+            **distributed(self),
             position=self._batches_trained if trainer else None,
         )
         return self._loader(windows, sampler=sampler, loader_class=_TrainLoader)
