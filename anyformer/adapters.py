@@ -136,11 +136,28 @@ def classify_audio(module: TaskModule, items: list[Any], top_k: int) -> list[lis
                 f"{shape}"
             )
         rows = item[None] if item.ndim == 1 else item
-        waves += [fit_duration(row.detach().float().cpu(), n_samples, "center") for row in rows]
+        # Placed in the window as the checkpoint's training placed validation clips (centre or energy).
+        crop = module.config.spectrogram.crop
+        waves += [fit_duration(row.detach().float().cpu(), n_samples, crop) for row in rows]
     if not waves:
         return []
     with torch.inference_mode():
         return _top_labels(module, module.model(torch.stack(waves).to(module.device)), top_k)  # (B, samples)
+
+
+# -- reinforcement learning ----------------------------------------------------------
+def episode_frames(states: list[np.ndarray], env_id: str) -> list[np.ndarray]:
+    """Each observation of an episode drawn as ``anyformer rollout --frames`` draws it: (H, W, 3)
+    uint8 RGB per state; [] for observations that cannot be drawn (vectors other than CartPole's)."""
+    from anyformer.rl.rollout import render_cartpole, render_frame
+
+    if not states:
+        return []
+    if np.asarray(states[0]).ndim == 3:  # (C, H, W) binary channels: MinAtar
+        return [render_frame(np.asarray(state)) for state in states]
+    if env_id.startswith("CartPole"):
+        return [render_cartpole(np.asarray(state)) for state in states]
+    return []
 
 
 # -- translation ---------------------------------------------------------------------

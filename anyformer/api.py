@@ -13,7 +13,9 @@
 Which method applies depends on the checkpoint's task (:data:`METHODS`); the others raise
 :class:`TaskMismatchError`. Every method reproduces its command's output: ``generate`` is
 ``anyformer generate``, ``classify`` is ``anyformer classify``, ``translate`` is ``anyformer
-translate`` and ``rollout`` is ``anyformer rollout``, all built from the same domain functions.
+translate``, ``rollout`` is ``anyformer rollout`` (``play``: one episode with its frames, as
+``--frames`` draws them) and ``attention`` is ``anyformer attention``, all built from the same domain
+functions. ``anyformer app`` serves these methods in a web page.
 Like the CLI layer, this module may import every domain; it names tasks by string
 (``anyformer.core.cli.tasks.TASKS``).
 """
@@ -22,28 +24,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from anyformer.adapters import classify_audio, classify_images, classify_text, text_pieces, translate_sentences
+from anyformer.adapters import (
+    classify_audio,
+    classify_images,
+    classify_text,
+    episode_frames,
+    text_pieces,
+    translate_sentences,
+)
 from anyformer.core.cli.errors import UsageError
 from anyformer.core.decoding import GenerationConfig, beam_search
 from anyformer.core.train.base import TaskModule
 from anyformer.core.train.checkpoint import CheckpointError, load_task
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "CheckpointError", "Model", "TaskMismatchError", "load"]
+__all__ = ["METHODS", "CheckpointError", "Episode", "Model", "TaskMismatchError", "load"]
 
 METHODS: dict[str, tuple[str, ...]] = {
-    "generate": ("gpt", "lstm"),
+    "generate": ("gpt", "lstm", "dpo"),
     "classify": ("vit", "vision-cnn", "bert-classify", "text-bow", "speech", "speech-cnn"),
     "translate": ("seq2seq", "gru-seq2seq"),
     "rollout": ("dt",),
+    "play": ("dt",),
+    "attention": ("gpt", "bert", "bert-classify", "seq2seq", "vit", "speech", "dt"),
 }
-"""Method -> the checkpoint tasks it serves."""
+"""Method -> the checkpoint tasks it serves (``attention``: those of ``anyformer attention``'s ``FIGURES``)."""
 
 IMAGE_TASKS = ("vit", "vision-cnn")
 TEXT_TASKS = ("bert-classify", "text-bow")
@@ -52,6 +68,21 @@ AUDIO_TASKS = ("speech", "speech-cnn")
 
 class TaskMismatchError(UsageError):
     """A method called on a checkpoint of a task it does not serve (``generate`` on a ViT)."""
+
+
+@dataclass
+class Episode:
+    """One episode played by a Decision Transformer (:meth:`Model.play`)."""
+
+    target_return: float
+    """The return asked for at the first step."""
+    episode_return: float
+    """The return achieved."""
+    steps: int
+    """Steps taken."""
+    frames: list[np.ndarray] = field(default_factory=list)
+    """(H, W, 3) uint8 RGB drawing of each observation, first to last (as ``anyformer rollout --frames``
+    draws them); empty for observations that cannot be drawn (vector environments other than CartPole)."""
 
 
 def load(path: str | Path, *, map_location: Any = None, device: Any = None) -> Model:
@@ -275,11 +306,45 @@ class Model:
             The return of each episode.
         """
         self._require("rollout")
+        histories, _ = self._play(target_return, episodes, seed, env, greedy, max_steps)
+        return [history.episode_return for history in histories]
+
+    def play(
+        self,
+        target_return: float,
+        seed: int = 0,
+        *,
+        env: str | None = None,
+        greedy: bool = False,
+        max_steps: int | None = None,
+    ) -> Episode:
+        """Play one episode conditioned on ``target_return`` and draw its frames.
+
+        The episode is the one ``rollout(target_return, episodes=1, seed=seed, ...)`` plays (the same
+        return), and its frames are those ``anyformer rollout --frames`` draws, every step of them.
+
+        Args: as :meth:`rollout`.
+
+        Returns:
+            The :class:`Episode`: returns, length and frames.
+        """
+        self._require("play")
+        histories, env_id = self._play(target_return, 1, seed, env, greedy, max_steps)
+        history = histories[0]
+        frames = episode_frames(history.states, env_id)
+        return Episode(float(target_return), history.episode_return, len(history), frames)
+
+    def _play(
+        self, target_return: float, episodes: int, seed: int, env: str | None, greedy: bool, max_steps: int | None
+    ) -> tuple[list[Any], str]:
+        """The histories (``anyformer.rl.rollout.EpisodeHistory``) of ``episodes`` episodes, and the environment id."""
         from anyformer.rl.envs import make_env
         from anyformer.rl.rollout import check_env, rollout
 
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if self.device.type != "cpu":
             raise ValueError("rollout feeds the policy CPU tensors; load the checkpoint with device='cpu'")
         env_id = env or self.module.env_id
@@ -294,7 +359,29 @@ class Model:
         finally:
             for opened in envs:
                 opened.close()
-        return [history.episode_return for history in histories]
+        return histories, env_id
+
+    # -- attention -------------------------------------------------------------------
+    def attention(self, source: str | Path | None = None, *, layer: int | None = None) -> Figure:
+        """The figure ``anyformer attention`` draws for ``source`` (a matplotlib ``Figure``).
+
+        Args:
+            source: a sentence (``gpt``, ``bert``, ``bert-classify``; ``seq2seq``: a source, or
+                ``"source ||| target"`` for the attention over a given translation), an image file
+                (``vit``), an audio file (``speech``) or a trajectories ``.npz`` (``dt``); None: the
+                command's default input.
+            layer: 1-based layer (None: the last); for ``vit`` and ``speech`` the rollout runs
+                through layers 1..layer.
+
+        Raises:
+            TaskMismatchError: a task ``anyformer attention`` does not draw.
+            UsageError: a bad input or layer (the message names it).
+        """
+        self._require("attention")
+        from anyformer.core.cli.attention import FIGURES
+        from anyformer.core.cli.tasks import resolve
+
+        return resolve(FIGURES[self.task])(self.module, None if source is None else str(source), layer)
 
 
 # -- generation ----------------------------------------------------------------------

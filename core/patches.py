@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anyformer.core.linear import Linear
 from anyformer.core.positions import sinusoidal_table
 
 POSITIONS = ("learned", "sinusoidal", "none")
@@ -274,3 +275,44 @@ class PatchTokenizer(nn.Module):
         n_cells = self.patch_size[0] * self.patch_size[1]
         patches = values.float()[:, :, None].expand(-1, -1, n_cells)  # (B, N, Ph*Pw): each patch constant
         return unpatchify(patches, size or self.image_size, self.patch_size, self.stride)[:, 0]
+
+
+class ShiftedPatchProjection(nn.Module):
+    """Shifted Patch Tokenization (Lee et al. 2021, "Vision Transformer for Small-Size Datasets"): a
+    patch projection that also sees its neighbours.
+
+    The image is stacked with four copies of itself shifted by half a patch along the diagonals
+    (zeros shifted in: the mean of a normalized input), cut into patches, each flattened patch of the
+    5C channels layer-normalized and linearly projected. Linear in the pixels but for the norm: no
+    convolution. Maps (B, C, H, W) to the (B, D, Gh, Gw) grid a ``PatchTokenizer`` ``proj`` returns.
+
+    Args:
+        in_channels: C.
+        dim: D.
+        patch_size: (Ph, Pw), or one int.
+        stride: (Sh, Sw), or one int; None means ``patch_size``.
+    """
+
+    SHIFTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+    """(down, right) signs of the four diagonal copies, in units of half a patch."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int | Pair, stride: int | Pair | None = None) -> None:
+        super().__init__()
+        self.patch_size = to_pair(patch_size, "patch_size")
+        self.stride = self.patch_size if stride is None else to_pair(stride, "patch_stride")
+        patch_dim = (1 + len(self.SHIFTS)) * in_channels * self.patch_size[0] * self.patch_size[1]
+        self.norm = nn.LayerNorm(patch_dim)
+        self.proj = Linear(patch_dim, dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, D, Gh, Gw); the patches must tile the image (the tokenizer pads it first)."""
+        half_h, half_w = self.patch_size[0] // 2, self.patch_size[1] // 2
+        copies = [images]
+        for down, right in self.SHIFTS:
+            # F.pad's negative widths crop: pad one side by half a patch and crop the other.
+            dx, dy = right * half_w, down * half_h
+            copies.append(F.pad(images, (dx, -dx, dy, -dy)))  # (B, C, H, W), content moved by (dy, dx)
+        stacked = torch.cat(copies, dim=1)  # (B, 5C, H, W)
+        grid, _ = patch_grid(tuple(images.shape[-2:]), self.patch_size, self.stride)  # type: ignore[arg-type]
+        x = self.proj(self.norm(patchify(stacked, self.patch_size, self.stride)))  # (B, N, D)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)  # (B, D, Gh, Gw)

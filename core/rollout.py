@@ -35,28 +35,31 @@ def attention_rollout(attentions: list[Tensor], residual: float = 0.5) -> Tensor
     return rollout
 
 
-def summary_weights(attention: Tensor, pool: str = "cls") -> Tensor:
+def summary_weights(attention: Tensor, pool: str = "cls", prefix: int = 1) -> Tensor:
     """How much the pooled summary draws from each patch.
 
     Args:
-        attention: (B, 1+N, 1+N) token-to-token weights (one layer's, heads averaged, or a rollout);
-            token 0 is [CLS].
-        pool: ``'cls'`` reads the [CLS] row; ``'mean'`` averages the patch rows.
+        attention: (B, P+N, P+N) token-to-token weights (one layer's, heads averaged, or a rollout);
+            the first ``prefix`` = P tokens are summaries ([CLS], then a distillation token), the
+            N patches follow.
+        pool: ``'cls'`` averages the summary tokens' rows (a distilled ViT's logits average the
+            heads reading them); ``'mean'`` averages the patch rows.
+        prefix: P.
 
     Returns:
-        (B, N): the chosen row(s) without the [CLS] column.
+        (B, N): the chosen row(s) without the summary columns.
     """
-    rows = attention[:, :1] if pool == "cls" else attention[:, 1:]
-    return rows.mean(dim=1)[:, 1:]
+    rows = attention[:, :prefix] if pool == "cls" else attention[:, prefix:]
+    return rows.mean(dim=1)[:, prefix:]
 
 
-def patch_relevance(attentions: list[Tensor], grid: tuple[int, int], pool: str = "cls") -> Tensor:
+def patch_relevance(attentions: list[Tensor], grid: tuple[int, int], pool: str = "cls", prefix: int = 1) -> Tensor:
     """(B, Gh, Gw) relevance of each patch to the pooled summary, scaled to [0, 1] per image.
 
-    ``pool='cls'`` reads the [CLS] row of the rollout; ``'mean'`` averages the patch rows.
-    Token 0 is [CLS]; patches follow row-major over the grid.
+    ``pool='cls'`` reads the summary tokens' rows of the rollout; ``'mean'`` averages the patch rows.
+    The first ``prefix`` tokens are summaries ([CLS], a distillation token); patches follow row-major.
     """
-    relevance = summary_weights(attention_rollout(attentions), pool)  # (B, 1+N, 1+N) -> (B, N)
+    relevance = summary_weights(attention_rollout(attentions), pool, prefix)  # (B, P+N, P+N) -> (B, N)
     low = relevance.min(dim=-1, keepdim=True).values
     high = relevance.max(dim=-1, keepdim=True).values
     relevance = (relevance - low) / (high - low).clamp_min(1e-12)

@@ -3,6 +3,11 @@
 timm's ``VisionTransformer`` layout (pre-norm blocks, [CLS] token, learned positions, final
 LayerNorm) over any (C, H, W) grid of values. The domains configure it with their own defaults and
 input stages; this is the one encoder, pooling and head they share.
+
+With ``distill`` it is DeiT's distilled ViT (Touvron et al. 2021): a learned distillation token
+after [CLS] and a second linear head that reads it; training fits that head to a teacher's
+predictions (the task's loss), inference averages the two heads' logits. Off by default: the
+parameters, and so every checkpoint without it, are unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from anyformer.core.attention import AttentionMaps
@@ -74,6 +80,9 @@ class ViTConfig:
     (no positions: the ablation that shows what they are for)."""
     transformer: TransformerConfig = field(default_factory=_vit_transformer)
     """The encoder stack; ``position`` must be ``none`` (the patch tokenizer adds 2-D positions)."""
+    distill: bool = False
+    """DeiT's distillation token: a second summary token after [CLS] with its own head (``head_dist``),
+    trained on a teacher's labels; the logits are the mean of the two heads'."""
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -103,6 +112,9 @@ class ViTConfig:
 class ViT(nn.Module):
     """Images (B, C, H, W) -> class logits (B, num_classes).
 
+    Tokens are [CLS], then the distillation token when ``cfg.distill``, then the N patches:
+    ``num_prefix_tokens`` is 1 or 2.
+
     Args:
         cfg: the model.
         proj: replaces the tokenizer's linear patch projection (see ``PatchTokenizer``).
@@ -118,8 +130,24 @@ class ViT(nn.Module):
         )  # fmt: skip
         self.encoder = Encoder(cfg.transformer)
         self.head = Linear(dim, cfg.num_classes)
+        # Absent (None) without distillation, as the tokenizer's pos_embed without learned
+        # positions: the state dict of a plain ViT keeps exactly its old keys.
+        self.dist_token: nn.Parameter | None = None
+        self.head_dist: Linear | None = None
+        if cfg.distill:
+            # One parameter is the token plus its position (the same for every image), as timm's
+            # DeiT pos_embed slot and dist_token together; timm's init.
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
+            self.head_dist = Linear(dim, cfg.num_classes)
+            init_weights(self.head_dist, cfg.transformer.n_layers)
         init_weights(self.encoder, cfg.transformer.n_layers)
         init_weights(self.head, cfg.transformer.n_layers)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: [CLS], and the distillation token when ``cfg.distill``."""
+        return 1 if self.dist_token is None else 2
 
     def forward_features(self, images: Tensor, *, maps: AttentionMaps | None = None) -> Tensor:
         """Contextual tokens after the final norm.
@@ -127,20 +155,34 @@ class ViT(nn.Module):
         Args:
             images: (B, C, H, W), normalized; any H and W the patches cover (positions are resampled
                 when the grid differs from ``cfg.image_size``'s).
-            maps: if given, each layer's (B, H, 1+N, 1+N) attention probabilities are appended.
+            maps: if given, each layer's (B, H, P+N, P+N) attention probabilities are appended.
 
         Returns:
-            (B, 1 + N, D), [CLS] first. No mask: every token may attend to every token.
+            (B, P + N, D) with P = ``num_prefix_tokens``: [CLS] first, then the distillation token
+            when there is one. No mask: every token may attend to every token.
         """
-        return self.encoder(self.tokenizer(images), maps=maps)
+        x = self.tokenizer(images)  # (B, 1+N, D), [CLS] first
+        if self.dist_token is not None:
+            x = torch.cat([x[:, :1], self.dist_token.expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)  # (B, 2+N, D)
+        return self.encoder(x, maps=maps)
 
     def pool(self, features: Tensor) -> Tensor:
-        """(B, 1 + N, D) -> (B, D): the [CLS] token or the mean of the patch tokens."""
-        return features[:, 0] if self.cfg.pool == "cls" else features[:, 1:].mean(dim=1)
+        """(B, P + N, D) -> (B, D): the [CLS] token or the mean of the patch tokens."""
+        return features[:, 0] if self.cfg.pool == "cls" else features[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def forward_heads(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 2 + N, D) features of a distilled ViT -> the class head's and the distillation head's
+        (B, num_classes) logits, apart (training fits them to different targets)."""
+        if self.head_dist is None:
+            raise ValueError("forward_heads needs a ViT built with distill=True (it has one head)")
+        return self.head(self.pool(features)), self.head_dist(features[:, 1])
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """(B, 1 + N, D) features -> (B, num_classes) logits."""
-        return self.head(self.pool(features))
+        """(B, P + N, D) features -> (B, num_classes) logits; a distilled ViT averages its two heads (DeiT)."""
+        if self.head_dist is None:
+            return self.head(self.pool(features))
+        logits, dist_logits = self.forward_heads(features)
+        return (logits + dist_logits) / 2
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) normalized images -> (B, num_classes) logits."""
@@ -151,6 +193,8 @@ class ViT(nn.Module):
         names = {"tokenizer.cls_token"}
         if self.tokenizer.pos_embed is not None:
             names.add("tokenizer.pos_embed")
+        if self.dist_token is not None:
+            names.add("dist_token")
         return names
 
     def num_parameters(self) -> int:

@@ -28,8 +28,12 @@ documented in the header of every comparison file; in short::
         at_wall_s: shortest           # optional: read each row at equal wall-clock time instead of at
                                       # its end: the last validation with wall_s <= a budget, seconds
                                       # or `shortest` (the smallest last-validation wall_s of the rows)
+        summary: [mean, worst]        # optional: rows under the runs, the mean and the minimum of each
+                                      # metric column over them (e.g. leave-one-speaker-out folds)
     figures: [eval_name, ...]         # optional: evaluation runs that draw runs/<name>/figure.png
                                       # (`anyformer attention ... --run-name`); the report shows them
+    samples: [eval_name, ...]         # optional: `anyformer preference-eval` runs whose first samples
+                                      # the report shows side by side, one column per run
 
 Seeds: a group's runs must have the same task and config and the same overrides except
 ``--seed_everything`` (checked here), so a group is a repeat, never two settings averaged. A table's
@@ -58,10 +62,14 @@ folder, else inside the installed package (:func:`packaged`)."""
 THEN_STEPS = ("test",)
 SEED_OPTION = "--seed_everything"
 """The only override in which the runs of a group may differ."""
+SUMMARIES = ("mean", "worst")
+"""Summary rows a table may add under its runs."""
 SHORTEST = "shortest"
 """``at_wall_s: shortest``: the budget is the smallest last-validation wall_s among a table's rows."""
 FIGURE_TOOL = "attention"
 """The evaluation tool whose runs draw ``runs/<name>/figure.png``."""
+SAMPLES_TOOL = "preference-eval"
+"""The evaluation tool whose runs write ``runs/<name>/samples.jsonl``."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,9 @@ class TableSpec:
     columns: tuple[str, ...]
     at_wall_s: float | str | None = None
     """None: every row at its end; seconds or SHORTEST: every row at its last validation within that budget."""
+    summary: tuple[str, ...] = ()
+    """Rows added under the runs, each over the runs' numbers: ``mean`` and/or ``worst`` (the minimum),
+    e.g. the mean and the worst held-out speaker of a leave-one-speaker-out table."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,8 @@ class Comparison:
     setup: tuple[SetupStep, ...] = field(default=())
     figures: tuple[str, ...] = ()
     """Evaluation runs whose ``runs/<name>/figure.png`` the report copies beside RESULTS.md."""
+    samples: tuple[str, ...] = ()
+    """Evaluation runs whose ``runs/<name>/samples.jsonl`` the report shows side by side."""
 
     def group(self, name: str) -> str | None:
         """The seed group of run ``name``, None when it has none."""
@@ -282,8 +295,9 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     Raises:
         UsageError: a missing file, a bad key or value, an unknown task, a config that does not
             exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
-            listed before it, a duplicate run name, a table row that is not one of the runs, or a
-            figure that is not an ``anyformer attention`` run of the comparison.
+            listed before it, a duplicate run name, a table row that is not one of the runs, a
+            figure that is not an ``anyformer attention`` run of the comparison, or samples of a
+            run that is not an ``anyformer preference-eval`` run of it.
     """
     path, root = Path(path), Path(root)
     if not path.is_file():
@@ -292,7 +306,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UsageError(f"{path} is not valid YAML: {err}") from err
-    raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup", "figures"})
+    raw = _keys(str(path), raw, {"title", "runs", "tables"}, {"description", "plot", "setup", "figures", "samples"})
     if not isinstance(raw["runs"], list) or not raw["runs"]:
         raise UsageError(f"{path}: runs must be a non-empty list")
     runs: list[Run] = []
@@ -305,7 +319,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     tables = []
     for i, table in enumerate(raw["tables"] or []):
         where = f"{path}: tables[{i}]"
-        table = _keys(where, table, {"title", "columns"}, {"rows", "at_wall_s"})
+        table = _keys(where, table, {"title", "columns"}, {"rows", "at_wall_s", "summary"})
         listed = _str_list(f"{where}.rows", table.get("rows", names))
         if unknown := [row for row in listed if row not in names and row not in groups]:
             raise UsageError(
@@ -315,7 +329,10 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         columns = _str_list(f"{where}.columns", table["columns"])
         if not columns:
             raise UsageError(f"{where}.columns must name at least one column")
-        tables.append(TableSpec(str(table["title"]), rows, columns, _at_wall_s(where, table.get("at_wall_s"))))
+        summary = _str_list(f"{where}.summary", table.get("summary") or [])
+        if bad := [kind for kind in summary if kind not in SUMMARIES]:
+            raise UsageError(f"{where}.summary {bad} must be among {list(SUMMARIES)}")
+        tables.append(TableSpec(str(table["title"]), rows, columns, _at_wall_s(where, table.get("at_wall_s")), summary))
     setup = []
     for i, step in enumerate(raw.get("setup") or []):
         step = _keys(f"{path}: setup[{i}]", step, {"command", "creates"}, set())
@@ -329,6 +346,13 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
             f"{path}: figures {not_drawn} are not `anyformer {FIGURE_TOOL}` runs of this comparison "
             f"(those are {sorted(drawn)})"
         )
+    samples = _str_list(f"{path}: samples", raw.get("samples") or [])
+    sampled = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (SAMPLES_TOOL,)}
+    if not_sampled := [name for name in samples if name not in sampled]:
+        raise UsageError(
+            f"{path}: samples {not_sampled} are not `anyformer {SAMPLES_TOOL}` runs of this comparison "
+            f"(those are {sorted(sampled)})"
+        )
     return Comparison(
         name=path.stem,
         title=str(raw["title"]),
@@ -338,6 +362,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         plot=str(raw.get("plot", "val_loss")),
         setup=tuple(setup),
         figures=figures,
+        samples=samples,
     )
 
 

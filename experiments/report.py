@@ -23,6 +23,7 @@ A run without a finished record made by the declared command is listed as not ru
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
@@ -48,8 +49,10 @@ README_START, README_END = "<!-- suite-table:start -->", "<!-- suite-table:end -
 ARCHIVE_DIR = "runs"  # under the report's output folder: experiments/results/runs/<name>/
 
 
-ARCHIVED_FILES = (run_record.RUN_FILE, "metrics.csv", run_record.FIGURE_FILE)
-"""What the archive keeps of a run folder: its record, its logged metrics and its figure."""
+ARCHIVED_FILES = (run_record.RUN_FILE, "metrics.csv", run_record.FIGURE_FILE, run_record.SAMPLES_FILE)
+"""What the archive keeps of a run folder: its record, its logged metrics, its figure and its samples."""
+SHOWN_SAMPLES = 5
+"""Prompts of a comparison's ``samples`` runs shown side by side."""
 
 
 def _load_from(spec: Run, run_dir: Path, metric: str) -> RunResult:
@@ -135,6 +138,39 @@ def copy_figures(comparison: Comparison, results: dict[str, RunResult], out_dir:
     return copied
 
 
+def _cell(text: str) -> str:
+    """Text as one Markdown table cell: on one line, pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|") or " "
+
+
+def render_samples(comparison: Comparison, results: dict[str, RunResult]) -> list[str]:
+    """The first :data:`SHOWN_SAMPLES` prompts of the ``samples`` runs, one column per run (each
+    continuation with the judge's probability of positive), or why a run has none."""
+    if not comparison.samples:
+        return []
+    columns: dict[str, list[dict]] = {}
+    missing = []
+    for name in comparison.samples:
+        result = results[name]
+        path = result.folder / run_record.SAMPLES_FILE if result.folder is not None else None
+        if result.problem is None and path is not None and path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()[:SHOWN_SAMPLES]
+            columns[name] = [json.loads(line) for line in lines]
+        else:
+            missing.append(f"{name}: {result.problem or 'no samples in its run folder'}")
+    lines = ["### Samples", ""]
+    if columns:
+        names = list(columns)
+        lines += [f"| prompt | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+        for row in range(min(len(samples) for samples in columns.values())):
+            picked = [columns[name][row] for name in names]
+            cells = [f"{_cell(sample['continuation'])} ({sample['judge']:.2f})" for sample in picked]
+            lines.append(f"| {_cell(columns[names[0]][row]['prompt'])} | {' | '.join(cells)} |")
+        lines += ["", "(judge's probability of positive)", ""]
+    lines += [f"Not sampled yet: {item}." for item in missing]
+    return lines + ([""] if missing else [])
+
+
 def seed_groups(comparison: Comparison) -> dict[str, str]:
     """Run name -> seed group, for the comparison's runs that have one."""
     return {spec.name: spec.group for spec in comparison.runs if isinstance(spec, RunSpec) and spec.group}
@@ -164,6 +200,7 @@ def render_comparison(
     else:
         lines += [f"No {comparison.plot} learning curve logged yet.", ""]
     lines += render_figures(comparison, results, figure_files or {})
+    lines += render_samples(comparison, results)
     return "\n".join(lines)
 
 

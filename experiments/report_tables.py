@@ -141,6 +141,26 @@ def group_cell(members: list[RunResult], column: str, seconds: float | None = No
     return f"{statistics.fmean(numbers):{form}} ± {std:{form}} ({len(numbers)})"
 
 
+SUMMARY_LABELS = {"mean": "**mean**", "worst": "**worst**"}
+SUMMARY_FUNCTIONS: dict[str, Callable[[list[float]], float]] = {"mean": statistics.fmean, "worst": min}
+
+
+def summary_row(kind: str, results: list[RunResult], columns: tuple[str, ...], seconds: float | None) -> str:
+    """A ``mean`` or ``worst`` row over the finished runs: each metric column's mean or minimum, with
+    ``(k of n)`` when only k of the n runs have finished; run facts (params, device, ...) stay empty."""
+    backed = [result for result in results if result.backed]
+    cells = []
+    for column in columns:
+        numbers = [] if column in TEXT_FACTS or column in NUMBER_FACTS else [
+            number for result in backed if (number := value(result, column, seconds)) is not None
+        ]  # fmt: skip
+        text = MISSING if not numbers else _number(column, SUMMARY_FUNCTIONS[kind](numbers))
+        cells.append(
+            text if not numbers or len(numbers) == len(results) else f"{text} ({len(numbers)} of {len(results)})"
+        )
+    return f"| {SUMMARY_LABELS[kind]} | " + " | ".join(cells) + " |"
+
+
 def _label(name: str, members: list[RunResult]) -> str:
     backed = [result for result in members if result.backed]
     marks = [DIRTY_MARK] if any(dirty(result.record) for result in backed) else []
@@ -252,6 +272,7 @@ def render_table(table: TableSpec, results: dict[str, RunResult], groups: dict[s
         seconds = float("nan")  # no timed row: every timed cell is empty
     lines = [f"### {table.title}", "", *_header(table.columns)]
     lines += [_row(label, members, table.columns, seconds) for label, members in items]
+    lines += [summary_row(kind, rows, table.columns, seconds) for kind in table.summary]
     lines.append("")
     if any(len(members) > 1 for _, members in items):
         lines += ["<details><summary>Per-seed rows</summary>", "", *_header(table.columns)]

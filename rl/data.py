@@ -10,8 +10,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from anyformer.core.train.data_order import RandomBatches, batch_loader, placement
 from anyformer.rl.trajectories import ARRAY_FIELDS, Trajectories, load_trajectories, returns_to_go
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
     and the return statistics are attributes right away and the CLI can size the model from
     them (``obs_shape``, ``obs_kind``, ``action_kind``, ``n_actions``, ``action_dim``,
     ``context_len``, ``max_timestep``, ``rtg_scale``). Training draws random windows (every step
-    of every training episode ends one window) from a seeded generator; validation uses a fixed,
-    evenly spaced set of windows of the held-out episodes.
+    of every training episode ends one window), epoch ``e``'s by a generator seeded with ``(seed, e)``
+    (:class:`~anyformer.core.train.data_order.RandomBatches`), so a resumed fit draws what an
+    uninterrupted one would; validation uses a fixed, evenly spaced set of windows of the held-out episodes.
 
     Args:
         path: ``.npz`` file written by ``anyformer collect``, or a list of such files of one
@@ -220,14 +222,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        sampler = RandomSampler(
-            self.train_set,
-            replacement=True,
-            num_samples=self.train_batches_per_epoch * self.batch_size,
-            generator=torch.Generator().manual_seed(self.seed),
+        sampler = RandomBatches(
+            len(self.train_set), self.batch_size, self.train_batches_per_epoch, seed=self.seed, **placement(self)
         )
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        return batch_loader(self.train_set, sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        generator = torch.Generator().manual_seed(self.seed)  # the workers' base seed, not the global generator's
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers, generator=generator)

@@ -15,7 +15,9 @@ import torchaudio.functional as AF
 
 from anyformer.core.cli.errors import UsageError
 
-FIT_MODES = ("center", "random")
+FIT_MODES = ("center", "random", "energy")
+ENERGY_FRAME = 80
+"""Samples per frame of the energy centroid (10 ms at 8 kHz)."""
 
 
 class AudioError(UsageError):
@@ -74,7 +76,9 @@ def fit_duration(
         wave: Waveform of shape (T,).
         n_samples: Length of the result.
         mode: ``center`` keeps the middle of a long clip and centres a short one; ``random``
-            picks the crop start or the padding offset uniformly (training-time jitter).
+            picks the crop start or the padding offset uniformly (training-time jitter);
+            ``energy`` centres the window on the clip's energy centroid (the word rather than
+            the silence around it), as far as the clip's ends allow.
         generator: Source of randomness for ``random``; torch's global generator when None.
 
     Returns:
@@ -88,8 +92,34 @@ def fit_duration(
     slack = abs(length - n_samples)
     if mode == "center":
         offset = slack // 2
+    elif mode == "energy":
+        offset = _energy_offset(wave, n_samples)
     else:
         offset = int(torch.randint(0, slack + 1, (), generator=generator))
     if length >= n_samples:
         return wave[offset : offset + n_samples]
     return torch.nn.functional.pad(wave, (offset, slack - offset))
+
+
+def energy_centroid(wave: torch.Tensor, frame: int = ENERGY_FRAME) -> float:
+    """The sample at the centre of a clip's energy: sum(t * e_t) / sum(e_t) over frames of ``frame`` samples.
+
+    A silent clip's centroid is its middle.
+    """
+    length = wave.shape[-1]
+    padded = torch.nn.functional.pad(wave, (0, -length % frame))
+    energy = padded.reshape(-1, frame).double().square().sum(-1)  # (frames,)
+    total = float(energy.sum())
+    if total == 0:
+        return (length - 1) / 2
+    centres = torch.arange(len(energy), dtype=torch.float64) * frame + (frame - 1) / 2
+    return min(float((centres * energy).sum()) / total, length - 1)
+
+
+def _energy_offset(wave: torch.Tensor, n_samples: int) -> int:
+    """Crop start (long clip) or left padding (short clip) that puts the energy centroid mid-window."""
+    length = wave.shape[-1]
+    centroid = energy_centroid(wave)
+    if length >= n_samples:
+        return int(min(max(round(centroid - n_samples / 2), 0), length - n_samples))
+    return int(min(max(round(n_samples / 2 - centroid), 0), n_samples - length))

@@ -7,8 +7,9 @@ The command line (its parser and ``main``) is ``anyformer.core.cli.classify``'s,
 the checkpoint's task.
 
 Each file is read with ``anyformer.speech.audio.load_audio`` (any rate, any channel count: averaged to
-mono, resampled to the model's rate), then its middle ``duration_s`` is kept (a shorter clip is
-centred and zero-padded), exactly as validation clips are. Exit codes: 0 when every file was
+mono, resampled to the model's rate), then ``duration_s`` of it is kept as the checkpoint's
+``spectrogram.crop`` says (the middle, or the window around the energy centroid; a shorter clip is
+zero-padded), exactly as validation clips are. Exit codes: 0 when every file was
 classified, 2 for a bad checkpoint or any unreadable file (the other files are still classified).
 """
 
@@ -42,7 +43,7 @@ def load_clip(path: str | Path, module: TaskModule) -> Tensor:
     """Read ``path`` as the (samples,) waveform the model expects; AudioError names a bad file."""
     spectrogram = module.config.spectrogram
     wave = load_audio(path, spectrogram.sample_rate)
-    return fit_duration(wave, spectrogram.n_samples, "center")
+    return fit_duration(wave, spectrogram.n_samples, spectrogram.crop)
 
 
 def top_labels(module: TaskModule, logits: Tensor, top_k: int) -> list[list[tuple[str, float]]]:

@@ -38,7 +38,7 @@ class SpeechCNNConfig:
             raise ValueError(f"SpeechCNNConfig.num_classes must be >= 1, got {self.num_classes!r}")
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"SpeechCNNConfig.channels must be a non-empty list of ints >= 1, got {self.channels!r}")
-        smallest = min(self.spectrogram.n_mels, self.spectrogram.n_frames)
+        smallest = min(self.spectrogram.n_features, self.spectrogram.n_frames)
         if 2 ** len(self.channels) > smallest:
             raise ValueError(
                 f"SpeechCNNConfig.channels has {len(self.channels)} blocks, each halving the spectrogram, but its "

@@ -1,7 +1,10 @@
-"""Log-mel spectrogram front end: waveform (B, T) -> features (B, n_mels, frames).
+"""Log-mel spectrogram front end: waveform (B, T) -> features (B, n_features, frames).
 
-The speech transformer reads the spectrogram as a (1, n_mels, frames) image and cuts it into patches
-(``anyformer.speech.speech``).
+    mel power -> log (or PCEN) -> per-utterance mean/variance normalisation (optional)
+    -> deltas stacked under the static bands (optional) -> standardisation with training-set statistics
+
+The speech transformer reads the features as a (1, n_features, frames) image and cuts it into patches
+(``anyformer.speech.speech``). ``n_features = n_mels * (1 + deltas)``.
 """
 
 from __future__ import annotations
@@ -10,8 +13,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torchaudio.functional as AF
 import torchaudio.transforms as AT
 from torch import nn
+
+COMPRESSIONS = ("log", "pcen")
+UTTERANCE_NORMS = ("none", "cmvn")
+CROPS = ("center", "energy")
 
 
 @dataclass
@@ -40,8 +48,25 @@ class SpectrogramConfig:
     """Mean of the log-mel features over the training set."""
     std: float = 1.0
     """Standard deviation of the log-mel features over the training set."""
+    compression: str = "log"
+    """``log`` (log mel power) or ``pcen`` (per-channel energy normalisation, Wang et al. 2017)."""
+    utterance_norm: str = "none"
+    """``cmvn``: each band standardised over the frames of its own clip (cepstral mean and variance
+    normalisation, on log-mel bands); ``none``."""
+    deltas: int = 0
+    """Orders of delta features stacked under the static bands (0, 1 or 2; torchaudio's ``compute_deltas``)."""
+    crop: str = "center"
+    """How a clip is placed in the window: ``center`` (middle of the clip), ``energy`` (the window
+    centred on the clip's energy centroid: the word, not the silence around it)."""
+    pcen_time_constant_s: float = 0.4
+    """PCEN's smoother time constant, in seconds (librosa's default)."""
 
     def __post_init__(self) -> None:
+        for name, allowed in (("compression", COMPRESSIONS), ("utterance_norm", UTTERANCE_NORMS), ("crop", CROPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SpectrogramConfig.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+        if self.deltas not in (0, 1, 2):
+            raise ValueError(f"SpectrogramConfig.deltas must be 0, 1 or 2, got {self.deltas!r}")
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "duration_s", "log_eps", "std"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SpectrogramConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -59,13 +84,61 @@ class SpectrogramConfig:
         return round(self.duration_s * self.sample_rate)
 
     @property
+    def n_features(self) -> int:
+        """Rows of the feature image: the mel bands, then the same count per delta order."""
+        return self.n_mels * (1 + self.deltas)
+
+    @property
     def n_frames(self) -> int:
         """Frames per clip: frames are centred on multiples of ``hop_length``."""
         return 1 + self.n_samples // self.hop_length
 
 
+def pcen(
+    energy: torch.Tensor, smooth: float, alpha: float = 0.98, delta: float = 2.0, r: float = 0.5, eps: float = 1e-6
+) -> torch.Tensor:
+    """Per-channel energy normalisation (Wang et al. 2017; librosa's defaults).
+
+    ``M[t] = (1 - s) M[t-1] + s E[t]`` (a one-pole low-pass along time, torchaudio's ``lfilter``,
+    started in its steady state for ``E[0]``), then ``(E / (eps + M)^alpha + delta)^r - delta^r``.
+
+    Args:
+        energy: Non-negative filterbank energies (..., n_mels, frames).
+        smooth: The smoother's coefficient ``s`` in (0, 1].
+
+    Returns:
+        PCEN features, same shape.
+    """
+    first = energy[..., :1]
+    # The filter has unit gain at DC, so filtering E - E[0] and adding E[0] back is the same filter
+    # with its state initialised to a constant E[0] input (librosa's lfilter_zi start).
+    smoothed = (
+        AF.lfilter(
+            energy - first,
+            torch.tensor([1.0, -(1.0 - smooth)], dtype=energy.dtype, device=energy.device),
+            torch.tensor([smooth, 0.0], dtype=energy.dtype, device=energy.device),
+            clamp=False,
+        )
+        + first
+    )
+    return (energy / (eps + smoothed) ** alpha + delta) ** r - delta**r
+
+
+def pcen_smooth(time_constant_s: float, sample_rate: int, hop_length: int) -> float:
+    """The PCEN smoother coefficient for a time constant (librosa's formula)."""
+    frames = time_constant_s * sample_rate / hop_length
+    return ((1 + 4 * frames**2) ** 0.5 - 1) / (2 * frames**2)
+
+
+def utterance_cmvn(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each band standardised over its own frames: (x - mean_t) / std_t, per clip (..., n_bands, frames)."""
+    mean = features.mean(dim=-1, keepdim=True)
+    std = features.std(dim=-1, unbiased=False, keepdim=True)
+    return (features - mean) / (std + eps)
+
+
 class LogMelSpectrogram(nn.Module):
-    """Natural log of a power mel spectrogram, optionally standardized.
+    """Natural log (or PCEN) of a power mel spectrogram, then the optional normalisations and deltas.
 
     Hann window of ``n_fft`` samples, centred frames with reflect padding, HTK mel scale,
     unnormalized triangular filters (torchaudio's ``MelSpectrogram`` defaults).
@@ -91,12 +164,25 @@ class LogMelSpectrogram(nn.Module):
             wave: Waveform (B, T) or (T,).
 
         Returns:
-            Log-mel features (B, n_mels, frames) or (n_mels, frames), float32, with
+            Features (B, n_features, frames) or (n_features, frames), float32, with
             frames = 1 + T // hop_length.
         """
+        cfg = self.config
         # Mel energies of quiet bands are far below bf16/fp16 resolution, so stay in float32.
         spec = self.mel(wave.float())  # (B, n_mels, frames)
-        spec = torch.log(spec + self.config.log_eps)
+        if cfg.compression == "pcen":
+            # PCEN expects magnitudes on an integer-audio scale (librosa: S * 2**31 for float audio).
+            smooth = pcen_smooth(cfg.pcen_time_constant_s, cfg.sample_rate, cfg.hop_length)
+            spec = pcen(spec.sqrt() * 2**31, smooth)
+        else:
+            spec = torch.log(spec + cfg.log_eps)
+        if cfg.utterance_norm == "cmvn":
+            spec = utterance_cmvn(spec)
+        if cfg.deltas:
+            orders = [spec]
+            for _ in range(cfg.deltas):
+                orders.append(AF.compute_deltas(orders[-1]))
+            spec = torch.cat(orders, dim=-2)  # (B, n_mels * (1 + deltas), frames)
         if self.config.normalize:
             spec = (spec - self.config.mean) / self.config.std
         return spec

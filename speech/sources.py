@@ -8,6 +8,11 @@
   before the first ``_``; official test set = speakers whose name hashes to 0 mod 10.
 - ``speechcommands``: Google Speech Commands v0.02, downloaded by torchaudio; official
   validation and test lists. Clips are read from disk on access (100k+ files).
+- ``speechcommands12``: the same clips as the 12-class keyword-spotting task of the literature
+  (Warden 2018; TensorFlow's ``speech_commands`` example): the ten words in ``KWS_WORDS``,
+  ``_unknown_`` (a seeded draw from the other 25 words, 10% of each part's keyword clips) and
+  ``_silence_`` (as many one-second windows cut from the recordings in ``_background_noise_``,
+  at a seeded random level), in the official validation and test lists' parts.
 - ``synthetic``: spoken digits synthesized by eSpeak NG (``anyformer.speech.synth``); official test set =
   the first tenth of every digit's clips.
 
@@ -24,11 +29,13 @@ user cache, else downloaded into that cache (and verified).
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import soundfile as sf
 import torch
 import torchaudio.datasets
 
@@ -40,7 +47,12 @@ logger = logging.getLogger(__name__)
 
 FSDD_TEST_INDICES = range(5)
 OFFICIAL_PARTS = ("train", "val", "test")
-SOURCES = ("fsdd", "folder", "speechcommands", "synthetic")
+SOURCES = ("fsdd", "folder", "speechcommands", "speechcommands12", "synthetic")
+KWS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+"""The ten keywords of the 12-class task; the two other classes are ``UNKNOWN`` and ``SILENCE``."""
+UNKNOWN, SILENCE = "_unknown_", "_silence_"
+KWS_EXTRA_SHARE = 0.1
+"""Unknown-word and silence clips per part, each as a share of the part's keyword clips (TensorFlow's 10%)."""
 MAX_UNREADABLE = 0.1
 """The largest fraction of a preloaded source's clips that may be unreadable and skipped."""
 
@@ -72,17 +84,34 @@ class ClipSet:
 
 
 class LazyWaves(Sequence[torch.Tensor]):
-    """Waveforms read from disk when indexed, for datasets too large to preload."""
+    """Waveforms read from disk when indexed, for datasets too large to preload.
 
-    def __init__(self, paths: Sequence[Path], sample_rate: int) -> None:
+    A clip may be a window of a longer file: ``segments[i] = (start_s, duration_s, gain)`` (None: the whole file).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        sample_rate: int,
+        segments: Sequence[tuple[float, float, float] | None] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.sample_rate = sample_rate
+        self.segments = list(segments) if segments is not None else [None] * len(self.paths)
+        if len(self.segments) != len(self.paths):
+            raise ValueError(f"LazyWaves got {len(self.paths)} paths but {len(self.segments)} segments")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
-        return load_audio(self.paths[index], self.sample_rate)
+        wave = load_audio(self.paths[index], self.sample_rate)
+        segment = self.segments[index]
+        if segment is None:
+            return wave
+        start_s, duration_s, gain = segment
+        start = round(start_s * self.sample_rate)
+        return wave[start : start + round(duration_s * self.sample_rate)] * gain
 
 
 def load_source(source: str, *, root: Path | None, sample_rate: int, seed: int, synthetic_per_class: int) -> ClipSet:
@@ -101,6 +130,8 @@ def load_source(source: str, *, root: Path | None, sample_rate: int, seed: int, 
     """
     if source == "synthetic":
         return load_synthetic(synthetic_per_class, seed, sample_rate)
+    if source == "speechcommands12":
+        return load_speechcommands(root, sample_rate, keywords=True, seed=seed)
     loaders = {"fsdd": load_fsdd, "folder": load_folder, "speechcommands": load_speechcommands}
     if source not in loaders:
         raise ValueError(f"source={source!r} is not one of {list(SOURCES)}")
@@ -149,8 +180,15 @@ def load_folder(root: Path | None, sample_rate: int) -> ClipSet:
     return ClipSet(waves, *_keep(kept, labels, speakers, official), class_names)
 
 
-def load_speechcommands(root: Path | None, sample_rate: int) -> ClipSet:
-    """Google Speech Commands v0.02 (35 words), downloaded by torchaudio on first use (2.3 GB)."""
+def load_speechcommands(root: Path | None, sample_rate: int, keywords: bool = False, seed: int = 0) -> ClipSet:
+    """Google Speech Commands v0.02, downloaded by torchaudio on first use (2.3 GB).
+
+    Args:
+        root: The folder holding ``SpeechCommands/speech_commands_v0.02`` (None: the data lookup order).
+        sample_rate: Rate of the waveforms, in Hz (the recordings are 16 kHz).
+        keywords: False: the 35 words; True: the 12-class keyword-spotting task (see the module docstring).
+        seed: Seed of the unknown-word draw and of the silence windows.
+    """
     root = resolve("speech_commands", root)  # the folder to hand torchaudio
     paths, names, speakers, official = [], [], [], []
     for part, subset in (("train", "training"), ("val", "validation"), ("test", "testing")):
@@ -164,10 +202,54 @@ def load_speechcommands(root: Path | None, sample_rate: int) -> ClipSet:
             names.append(name)
             speakers.append(speaker)
             official.append(part)
-    class_names = sorted(set(names))
-    label_of = {name: label for label, name in enumerate(class_names)}
-    labels = [label_of[name] for name in names]
-    return ClipSet(LazyWaves(paths, sample_rate), labels, speakers, official, class_names)
+    if not keywords:
+        class_names = sorted(set(names))
+        label_of = {name: label for label, name in enumerate(class_names)}
+        labels = [label_of[name] for name in names]
+        return ClipSet(LazyWaves(paths, sample_rate), labels, speakers, official, class_names)
+    return _keyword_task(root / "SpeechCommands" / "speech_commands_v0.02", paths, names, speakers, official,
+                         sample_rate, seed)  # fmt: skip
+
+
+def _keyword_task(
+    folder: Path, paths: list[Path], names: list[str], speakers: list[str], official: list[str], sample_rate: int,
+    seed: int,
+) -> ClipSet:  # fmt: skip
+    """The 12-class task: keywords kept, a share of the other words as unknown, noise windows as silence."""
+    class_names = [*KWS_WORDS, UNKNOWN, SILENCE]
+    generator = torch.Generator().manual_seed(seed)
+    noise_files = sorted((folder / "_background_noise_").glob("*.wav"))
+    if not noise_files:
+        raise FileNotFoundError(f"{folder / '_background_noise_'}: no .wav files; the silence class is cut from them")
+    noise_seconds = [sf.info(path).frames / sf.info(path).samplerate for path in noise_files]
+    keep: list[int] = []
+    labels: list[int] = []
+    silence: list[tuple[Path, tuple[float, float, float], str]] = []
+    for part in OFFICIAL_PARTS:
+        in_part = [i for i, p in enumerate(official) if p == part]
+        known = [i for i in in_part if names[i] in KWS_WORDS]
+        unknown = [i for i in in_part if names[i] not in KWS_WORDS]
+        n_extra = math.ceil(KWS_EXTRA_SHARE * len(known))
+        drawn = [unknown[j] for j in torch.randperm(len(unknown), generator=generator)[:n_extra].tolist()]
+        for i in sorted(known + drawn):
+            keep.append(i)
+            labels.append(class_names.index(names[i]) if names[i] in KWS_WORDS else class_names.index(UNKNOWN))
+        for _ in range(n_extra):
+            file = int(torch.randint(len(noise_files), (), generator=generator))
+            start = float(torch.rand((), generator=generator)) * max(noise_seconds[file] - 1.0, 0.0)
+            gain = float(torch.rand((), generator=generator))  # from silent to the recording's own level
+            silence.append((noise_files[file], (start, 1.0, gain), part))
+    waves = LazyWaves(
+        [paths[i] for i in keep] + [path for path, _, _ in silence],
+        sample_rate,
+        [None] * len(keep) + [segment for _, segment, _ in silence],
+    )
+    n_silence = len(silence)
+    return ClipSet(
+        waves, labels + [class_names.index(SILENCE)] * n_silence,
+        [speakers[i] for i in keep] + ["noise"] * n_silence,
+        [official[i] for i in keep] + [part for _, _, part in silence], class_names,
+    )  # fmt: skip
 
 
 def load_synthetic(n_per_class: int, seed: int, sample_rate: int) -> ClipSet:

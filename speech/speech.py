@@ -52,7 +52,7 @@ class SpeechConfig:
     @property
     def spectrogram_size(self) -> tuple[int, int]:
         """(F, T): mel bands and frames of one clip."""
-        return self.spectrogram.n_mels, self.spectrogram.n_frames
+        return self.spectrogram.n_features, self.spectrogram.n_frames
 
     @property
     def vit(self) -> ViTConfig:

@@ -38,6 +38,8 @@ SKIP: dict[str, str] = {
     "timm:vit_tiny_patch16_224": "downloads timm weights from the Hub (tests/vision/test_timm.py: tiny local files)",
     "--trainer.strategy ddp": "DDP starts its workers by re-running sys.argv, which in-process is pytest; "
     "tests/reliability/test_ddp.py runs it in subprocesses",
+    "anyformer app": "starts a web server that serves until stopped (tests/test_app.py serves the page on tiny "
+    "checkpoints and drives every tab in headless Chromium)",
 }
 """A word of an ``anyformer`` command or of its environment (or, with a space, a part of the command as
 written) -> why the test does not run it."""
@@ -78,6 +80,8 @@ TOOL_TINY: dict[str, list[str]] = {
     "experiment": ["--dry-run"],
     "demo": ["--dry-run"],
     "report": ["--out", "results", "--readme", "README.md"],  # into the test's folder, not the repository's
+    "preferences": ["--prompts", "8", "--samples", "2", "--new-tokens", "8"],
+    "preference-eval": ["--prompts", "4", "--new-tokens", "8"],
 }
 """Tool -> options set (replaced where the command has them, else appended)."""
 

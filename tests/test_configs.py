@@ -37,6 +37,9 @@ REAL_DATA = {
     "fashion_mnist": "torchvision/FashionMNIST",
     "cifar10": "torchvision/cifar-10-batches-py",
     "multi30k": "multi30k/train.de",
+    # Both Speech Commands configs also train on a generated folder in tests/speech/test_speech_commands.py.
+    "speechcommands": "torchaudio/SpeechCommands/speech_commands_v0.02/testing_list.txt",
+    "speechcommands12": "torchaudio/SpeechCommands/speech_commands_v0.02/testing_list.txt",
 }
 """A config's ``data.source`` -> the file or folder of ``$ANYFORMER_DATA`` it reads."""
 FAST = ["--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -50,6 +53,8 @@ SHRINK: dict[str, list[str]] = {
     "bert_pretrain_sst2": SST2,
     "bert_scratch_sst2": SST2,
     "bow_sst2": [*SST2, "--model.config.bigram_buckets=1024"],
+    "bert_reward_sst2": SST2,
+    "gpt_sst2_policy": SST2,
 }
 """Config name -> the overrides that keep its run short (less data to tokenize, smaller batches)."""
 HF_MODELS = {"gpt2_finetune_shakespeare": "gpt2", "bert_base_finetune_sst2": "bert"}
@@ -87,7 +92,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def prepare(config: Path, task: str) -> list[str]:
     """Make the files ``config`` reads from the current folder: the ``.npz`` datasets of a ``dt``
     config (a few short random episodes each), the checkpoint a fine-tuning config starts from (its
-    pretraining config, run for one step on a tiny corpus: fine-tuning reads its tokenizer and weights)."""
+    pretraining config, run for one step on a tiny corpus: fine-tuning reads its tokenizer and weights),
+    the teacher checkpoint a distilled ViT learns from (its teacher's config, run for one step)."""
     settings = yaml.safe_load(config.read_text(encoding="utf-8")).get("data") or {}
     if task == "dt":
         from anyformer.rl.collect import collect
@@ -99,6 +105,8 @@ def prepare(config: Path, task: str) -> list[str]:
             if env_id.startswith("MinAtar/"):
                 pytest.importorskip("minatar")
             save_trajectories(path, collect(env_id, "random", episodes=3, seed=seed, max_steps=20))
+    if task == "dpo":
+        return prepare_preferences(settings)
     if config.stem in HF_MODELS:
         from tests.text.test_hf import save_tiny_bert, save_tiny_gpt2
 
@@ -117,6 +125,28 @@ def prepare(config: Path, task: str) -> list[str]:
         argv = [task_of(pretraining), "fit", "--config", str(pretraining), *steps, *FAST[1:], f"--data.source={corpus}"]
         run_cli(Path.cwd(), argv)
         assert Path(settings["init_from"]).is_file(), settings["init_from"]
+    teacher = (yaml.safe_load(config.read_text(encoding="utf-8")).get("model") or {}).get("teacher")
+    if teacher:  # a distilled ViT reads its teacher's checkpoint: the teacher's config, one step
+        name = Path(teacher).parts[1]  # runs/<name>/checkpoints/last.ckpt
+        teacher_config = config.with_name(f"{name}.yaml")
+        steps = ["--trainer.max_steps=1", "--trainer.val_check_interval=1", "--trainer.limit_val_batches=1"]
+        run_cli(Path.cwd(), [task_of(teacher_config), "fit", "--config", str(teacher_config), *steps, *FAST[1:]])
+        assert Path(teacher).is_file(), teacher
+    return []
+
+
+def prepare_preferences(settings: dict) -> list[str]:
+    """A ``dpo`` config's policy (its own config, one step on a tiny corpus) and pairs file (a few pairs)."""
+    corpus = Path("corpus.txt")
+    corpus.write_text("".join(f"the {i % 7} cats saw {i % 5} dogs .\n" for i in range(400)))
+    name = Path(settings["policy"]).parts[1]  # runs/<name>/checkpoints/last.ckpt
+    policy = EXPERIMENTS / "text" / f"{name}.yaml"
+    steps = ["--trainer.max_steps=1", "--trainer.val_check_interval=1", "--trainer.limit_val_batches=1"]
+    argv = [task_of(policy), "fit", "--config", str(policy), *steps, *FAST[1:], f"--data.source={corpus}"]
+    run_cli(Path.cwd(), [*argv, "--data.vocab_size=300"])
+    pairs = Path(settings["pairs"])
+    pairs.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_text('{"prompt": "the 1 cats", "chosen": " saw 2 dogs .\\n", "rejected": " saw\\n"}\n' * 40)
     return []
 
 

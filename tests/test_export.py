@@ -50,6 +50,7 @@ def tiny_modules() -> dict:
     from anyformer.text.bert.bert_task import BertClassifierModule, BertPretrainModule
     from anyformer.text.gpt.gpt import GPTConfig
     from anyformer.text.gpt.gpt_task import GPTModule
+    from anyformer.text.preference.dpo_task import DPOConfig, DPOModule
     from anyformer.text.seq2seq.seq2seq import Seq2SeqConfig
     from anyformer.text.seq2seq.seq2seq_task import Seq2SeqModule
     from anyformer.vision.cnn import ImageCNNConfig
@@ -80,6 +81,7 @@ def tiny_modules() -> dict:
         "speech": SpeechModule(SpeechConfig(2, spectrogram, patch_size=8, transformer=_stack(position="none"))),
         "speech-cnn": SpeechCNNModule(SpeechCNNConfig(2, spectrogram, channels=[4, 8])),
         "dt": DTModule(DTConfig(context_len=4, max_timestep=50, transformer=_stack(position="none", max_seq_len=12))),
+        "dpo": DPOModule(DPOConfig(GPTConfig(vocab_size=vocab, transformer=_stack(max_seq_len=CONTEXT)))),
     }  # fmt: skip
     for name, module in modules.items():
         if hasattr(module, "tokenizer"):
@@ -126,7 +128,7 @@ def converter_available(path: str) -> bool:
 def _same_outputs(task: str, exported: anyformer.api.Model, original: anyformer.api.Model) -> None:
     """The API method of ``task`` (or the forward) gives identical results on both."""
     torch.manual_seed(1)
-    if task in ("gpt", "lstm"):
+    if task in ("gpt", "lstm", "dpo"):
         options = {"max_new_tokens": 6, "strategy": "greedy"}
         assert exported.generate("hello ", **options) == original.generate("hello ", **options)
     elif task in ("vit", "vision-cnn"):

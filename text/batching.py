@@ -3,26 +3,32 @@
 A batch is padded to its longest sequence, so a batch of items of similar length wastes little
 compute on padding. :class:`LengthBatchSampler` makes such batches for every text task that
 batches variable-length items: BERT pretraining pairs (``anyformer.text.bert.pairs.PairSampler``,
-whose items are drawn anew every epoch), sentence classification and translation. Training
+whose items are drawn anew every epoch), translation, and sentence classification when asked
+(``TextClassificationDataModule.length_buckets``: off by default, see there why). Training
 order: the items are shuffled, each run of :data:`BUCKET_BATCHES` batches' worth of them is
 sorted by length and cut into batches, and the batches of the whole epoch are shuffled (a short
-remainder batch stays last); so a batch holds items of similar length, every epoch differs, and a
-run is reproducible from its generator's seed. Evaluation order: the whole split sorted by length.
+remainder batch stays last); so a batch holds items of similar length, every epoch differs, and
+epoch ``e`` is a function of ``(seed, e)``, which a resumed fit replays (see
+:mod:`anyformer.core.train.data_order`). Evaluation order: the whole split sorted by length.
 
-Under DDP every rank plans the same batches (the same seeded generator) and takes every
-``world_size``-th one; the sampler is a ``DistributedSampler``, so Lightning does not wrap it in a
-sampler of its own (which would break the buckets), as with GPT's ``WindowSampler``. The loaders
-(:func:`batch_loader`) therefore take it as their ``sampler``, each element a whole batch.
+Under DDP every rank plans the same batches and takes every ``world_size``-th one; the sampler is a
+``DistributedSampler``, so Lightning does not wrap it in a sampler of its own (which would break
+the buckets), as with GPT's ``WindowSampler``. The loaders (:func:`batch_loader`) therefore take it
+as their ``sampler``, each element a whole batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from anyformer.core.train.data_order import EpochBatchSampler, batch_loader, distributed, epoch_generator
+
+__all__ = ["IGNORE_INDEX", "LengthBatchSampler", "batch_loader", "bucket_by_length", "cut_batches", "distributed",
+           "pad_batch"]  # fmt: skip
 
 IGNORE_INDEX = -100
 """Label of positions without a loss (padding, unmasked tokens), as ``F.cross_entropy`` expects."""
@@ -75,12 +81,14 @@ def bucket_by_length(
     return [batches[i] for i in shuffled] + remainder
 
 
-class LengthBatchSampler(DistributedSampler):
+class LengthBatchSampler(EpochBatchSampler):
     """Batches of items of similar length, so little of a batch is padding (module docstring).
 
     The items are the indices ``0..N-1`` of ``lengths``; a subclass whose items are drawn anew
-    every epoch overrides :meth:`epoch_items`. The number of batches depends on the draw when
-    ``max_tokens`` is set, so ``len()`` plans the next epoch and ``iter()`` then yields that plan.
+    every epoch overrides :meth:`epoch_items`. Epoch ``e``'s plan is a function of ``(seed, e)``
+    (see :class:`~anyformer.core.train.data_order.EpochBatchSampler`: iterations follow the
+    attached trainer, or run epoch after epoch). With ``max_tokens`` the number of batches depends
+    on the draw, so epochs differ in length.
 
     Args:
         lengths: (N,) padded cost of each item, e.g. its number of tokens.
@@ -88,10 +96,8 @@ class LengthBatchSampler(DistributedSampler):
         max_tokens: if set, also at most this many padded positions per batch (batch by tokens).
         shuffle: training order (shuffled, bucketed, a new order every epoch) rather than the
             whole split sorted by length (evaluation).
-        generator: source of the shuffles; epochs continue its stream.
-        rank: this process's rank (DDP).
-        world_size: number of ranks; each takes every ``world_size``-th batch of the shared plan,
-            all the same number of batches (a remainder of fewer than ``world_size`` is left out).
+        seed: non-negative seed of the shuffles.
+        rank, world_size, position: as for :class:`~anyformer.core.train.data_order.EpochBatchSampler`.
     """
 
     def __init__(
@@ -101,47 +107,32 @@ class LengthBatchSampler(DistributedSampler):
         max_tokens: int | None = None,
         *,
         shuffle: bool,
-        generator: torch.Generator | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        seed: int = 0,
+        **placed: Any,
     ) -> None:
-        super().__init__(range(len(lengths)), num_replicas=world_size, rank=rank, shuffle=False)
+        super().__init__(len(lengths), seed=seed, **placed)
         self.lengths = [int(length) for length in lengths]
-        self.batch_size, self.max_tokens = batch_size, max_tokens
-        self.shuffle, self.generator = shuffle, generator
-        self._planned: list[list[Any]] | None = None
+        self.batch_size, self.max_tokens, self.shuffle = batch_size, max_tokens, shuffle
+        self.fixed_length = max_tokens is None or not shuffle
 
-    def epoch_items(self) -> tuple[list[Any], list[int]]:
-        """The next epoch's items in the order they are bucketed, and their lengths: the indices,
-        shuffled by ``generator`` (``shuffle``) or sorted by length."""
+    def epoch_items(self, epoch: int) -> tuple[list[Any], list[int]]:
+        """The items of ``epoch`` in the order they are bucketed, and their lengths: the indices,
+        shuffled by a generator seeded with ``(seed, epoch)`` (``shuffle``) or sorted by length."""
         n = len(self.lengths)
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).tolist()
+            order = torch.randperm(n, generator=epoch_generator(self.seed, epoch)).tolist()
         else:
             order = sorted(range(n), key=self.lengths.__getitem__)
         return order, [self.lengths[i] for i in order]
 
-    def _plan(self) -> list[list[Any]]:
-        items, lengths = self.epoch_items()
+    def plan(self, epoch: int) -> list[list[Any]]:
+        items, lengths = self.epoch_items(epoch)
         if self.shuffle:
-            batches = bucket_by_length(lengths, self.batch_size, self.max_tokens, generator=self.generator)
+            generator = epoch_generator(self.seed, epoch, stream=1)
+            batches = bucket_by_length(lengths, self.batch_size, self.max_tokens, generator=generator)
         else:
             batches = cut_batches(lengths, self.batch_size, self.max_tokens)
-        plan = [[items[i] for i in batch] for batch in batches]
-        if self.num_replicas == 1:
-            return plan
-        per_rank = len(plan) // self.num_replicas
-        return plan[self.rank :: self.num_replicas][:per_rank]
-
-    def __len__(self) -> int:
-        if self._planned is None:
-            self._planned = self._plan()
-        return len(self._planned)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        batches = self._planned if self._planned is not None else self._plan()
-        self._planned = None  # the next epoch draws a new plan
-        yield from batches
+        return [[items[i] for i in batch] for batch in batches]
 
 
 def pad_batch(items: Sequence[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
@@ -165,33 +156,3 @@ def pad_batch(items: Sequence[dict[str, Tensor]], pad_id: int) -> dict[str, Tens
     lengths = torch.tensor([len(item["input_ids"]) for item in items])
     batch["attention_mask"] = torch.arange(longest)[None, :] < lengths[:, None]  # (B, T)
     return batch
-
-
-class _ItemBatches(Dataset):
-    """A map-style dataset indexed by a whole batch of indices (a :class:`LengthBatchSampler` element)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: list[Any]) -> list[Any]:
-        return [self.dataset[i] for i in indices]
-
-
-def batch_loader(dataset: Any, sampler: LengthBatchSampler, collate_fn: Any, num_workers: int = 0) -> DataLoader:
-    """A DataLoader of ``sampler``'s batches: ``sampler`` yields lists of indices (``batch_size=None``
-    turns off the loader's own batching), ``collate_fn`` stacks each list's items."""
-    return DataLoader(
-        _ItemBatches(dataset), sampler=sampler, batch_size=None, collate_fn=collate_fn,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
-    )  # fmt: skip
-
-
-def distributed(data_module: Any) -> dict[str, int]:
-    """``rank`` and ``world_size`` of the trainer a data module is attached to (one process if none)."""
-    trainer = getattr(data_module, "trainer", None)
-    if trainer is None:
-        return {"rank": 0, "world_size": 1}
-    return {"rank": trainer.global_rank, "world_size": trainer.world_size}

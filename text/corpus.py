@@ -25,9 +25,11 @@ def load_corpus(source: str, root: str | os.PathLike[str] | None = None) -> str:
             - ``"tinyshakespeare"``: Karpathy's 1.1 MB of Shakespeare, ``input.txt`` of the
               dataset ``tinyshakespeare`` of :mod:`anyformer.core.data` (``root``, else
               ``$ANYFORMER_DATA``, else the user cache, else downloaded into that cache; verified).
+            - ``"sst2"``: the 67k SST-2 training sentences and phrases (``train.tsv`` of the dataset
+              ``sst2``, labels unused), one per line, in file order (found as tinyshakespeare is).
             - a path to a UTF-8 text file, or to a folder whose ``*.txt`` files (not recursive)
               are read in sorted order and joined by :data:`DOCUMENT_SEPARATOR`.
-        root: The folder of a named dataset (``tinyshakespeare``), first in the lookup order;
+        root: The folder of a named dataset (``tinyshakespeare``, ``sst2``), first in the lookup order;
             ignored by the other sources.
 
     Returns:
@@ -44,6 +46,8 @@ def load_corpus(source: str, root: str | os.PathLike[str] | None = None) -> str:
         text = _pydoc_text()
     elif source == "tinyshakespeare":
         text = _read_utf8(resolve("tinyshakespeare", root) / "input.txt")
+    elif source == "sst2":
+        text = _sst2_text(root)
     else:
         text = DOCUMENT_SEPARATOR.join(_read_utf8(path) for path in _text_files(Path(source)))
     if not text.strip():
@@ -60,6 +64,14 @@ def _pydoc_text() -> str:
     return DOCUMENT_SEPARATOR.join(topics[name] for name in sorted(topics))
 
 
+def _sst2_text(root: str | os.PathLike[str] | None) -> str:
+    # Imported here: the table reader lives with the classification data, which imports Lightning.
+    from anyformer.text.classification_data import read_table, sst2_table
+
+    sentences, _ = read_table(sst2_table("train.tsv", root), "sentence")
+    return "\n".join(sentences) + "\n"
+
+
 def _text_files(path: Path) -> list[Path]:
     path = path.expanduser()
     if path.is_file():
@@ -70,7 +82,7 @@ def _text_files(path: Path) -> list[Path]:
             raise FileNotFoundError(f"corpus folder {path} contains no *.txt files")
         return files
     raise FileNotFoundError(
-        f"corpus source {str(path)!r} is not 'pydoc', 'tinyshakespeare', "
+        f"corpus source {str(path)!r} is not 'pydoc', 'tinyshakespeare', 'sst2', "
         "an existing UTF-8 text file or a folder of *.txt files"
     )
 

@@ -101,7 +101,8 @@ def vit_rollout(module: TaskModule, image: Image.Image, layer: int | None = None
     model.eval()
     logits = model.forward_head(model.forward_features(to_tensor(image, module.mean, module.std), maps=maps))
     grid = model.tokenizer.grid((image.height, image.width))
-    return patch_relevance(maps.self_attn[: index + 1], grid, model.cfg.pool)[0], logits[0]
+    relevance = patch_relevance(maps.self_attn[: index + 1], grid, model.cfg.pool, model.num_prefix_tokens)
+    return relevance[0], logits[0]
 
 
 def classify_images(args: argparse.Namespace) -> int:

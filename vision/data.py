@@ -19,6 +19,8 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from anyformer.core.data import fetch, resolve
+from anyformer.core.train.data_order import ShuffledBatches, batch_loader, mix_seed, placement, seeded
+from anyformer.vision.augment import BatchAugment
 
 DIGITS = [str(i) for i in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -59,6 +61,8 @@ SOURCES: dict[str, SourceInfo] = {
 }
 TORCHVISION = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}
 DIGITS_TEST_SIZE = 360
+BATCH_AUGMENT_STREAM = 7
+"""Tag of the batched augmentation's seeds, apart from the loader's item and batch seeds."""
 """Digits has no official test split: a fixed stratified 360 images (20%), the same for every seed."""
 
 
@@ -73,6 +77,26 @@ class TensorImages(Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.transform(tv_tensors.Image(self.images[index])), int(self.labels[index])
+
+
+def verify_images(folder: Path) -> None:
+    """Check every image of an ImageFolder-style ``folder`` before training: each file is read once
+    and its structure checked (PIL's ``verify``: chunks and checksums, no decoding).
+
+    Raises:
+        ValueError: one line naming the first unreadable file and what was expected.
+    """
+    from PIL import Image
+
+    for path, _ in datasets.ImageFolder(str(folder), loader=lambda path: path).samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as err:  # PIL raises many types for a damaged file
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(
+                f"{path} is not a readable image ({reason}); expected a whole image file, remove or replace it"
+            ) from None
 
 
 class MixCollate:
@@ -133,9 +157,14 @@ class ImageDataModule(pl.LightningDataModule):
         rand_augment: Apply RandAugment to training images.
         mixup_alpha: MixUp's Beta(alpha, alpha) (0: off); soft labels in training batches.
         cutmix_alpha: CutMix's Beta(alpha, alpha) (0: off); with both on, one is chosen per batch.
+        random_erasing: Probability of erasing a random box of each training image (0: off).
+        batch_augment: Apply the random crop, flip, erasing and MixUp/CutMix to whole training
+            batches on their device (``anyformer.vision.augment``) instead of per image in the
+            loader; RandAugment stays per image.
         download: Allow downloading a missing torchvision dataset (into ``root`` or the user cache).
         num_workers: DataLoader worker processes.
-        seed: Seed of the train/val split.
+        seed: Seed of the train/val split, and of the training order and augmentations (epoch ``e``'s
+            are functions of ``(seed, e)``, :mod:`anyformer.core.train.data_order`, so a resumed fit replays them).
     """
 
     def __init__(
@@ -153,6 +182,8 @@ class ImageDataModule(pl.LightningDataModule):
         rand_augment: bool = False,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        random_erasing: float = 0.0,
+        batch_augment: bool = False,
         download: bool = True,
         num_workers: int = 0,
         seed: int = 1337,
@@ -171,6 +202,8 @@ class ImageDataModule(pl.LightningDataModule):
                 raise ValueError(f"ImageDataModule.{name} must be >= 1, got {value!r}")
         if min(random_crop_padding, mixup_alpha, cutmix_alpha, num_workers) < 0:
             raise ValueError("ImageDataModule.random_crop_padding, mixup_alpha, cutmix_alpha, num_workers must be >= 0")
+        if not 0.0 <= random_erasing <= 1.0:
+            raise ValueError(f"ImageDataModule.random_erasing must be a probability in [0, 1], got {random_erasing!r}")
         self.save_hyperparameters()
         info = SOURCES[source]
         self.root = None if root is None else Path(root)
@@ -193,6 +226,7 @@ class ImageDataModule(pl.LightningDataModule):
                 )
             setattr(self, name, [float(v) for v in given])
         self.datasets: dict[str, Dataset] = {}
+        self._batch_augment: BatchAugment | None = None
 
     def data_folder(self) -> Path:
         """The folder of a torchvision source, found (or made, downloading) by :mod:`anyformer.core.data`.
@@ -243,13 +277,42 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_transform(self) -> v2.Transform:
         hp, ops = self.hparams, self._convert()
-        if hp.random_crop_padding:
+        if hp.random_crop_padding and not hp.batch_augment:
             ops.append(v2.RandomCrop(self.image_size, padding=hp.random_crop_padding))
-        if hp.horizontal_flip:
+        if hp.horizontal_flip and not hp.batch_augment:
             ops.append(v2.RandomHorizontalFlip())
         if hp.rand_augment:
             ops.append(v2.RandAugment())
-        return v2.Compose(ops + self._normalize())
+        ops += self._normalize()
+        if hp.random_erasing and not hp.batch_augment:
+            ops.append(v2.RandomErasing(hp.random_erasing, value=0))  # after normalizing: 0 is the mean pixel
+        return v2.Compose(ops)
+
+    def batch_augment(self) -> BatchAugment | None:
+        """The batched training augmentation (``batch_augment=True``), or None."""
+        hp = self.hparams
+        if not hp.batch_augment:
+            return None
+        fill = [-m / s for m, s in zip(self.mean, self.std)]  # a black pixel, normalized: as v2.RandomCrop pads
+        mix = self._mix()
+        return BatchAugment(
+            hp.random_crop_padding, fill, hp.horizontal_flip, hp.random_erasing, None if mix is None else mix.transform
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Training batches only, on the model's device; validation and test images stay as they are.
+        trainer = self.trainer
+        if trainer is None or not trainer.training or not self.hparams.batch_augment:
+            return batch
+        if self._batch_augment is None:
+            self._batch_augment = self.batch_augment()
+        # Drawn from the batch's place (seed, epoch, batch, rank), as every draw of the loader
+        # (anyformer.core.train.data_order): a resumed fit replays it, and dropout's stream is untouched.
+        # The loop counts the batch after this hook: batch_idx is then the previous one's (-1 first).
+        index = trainer.fit_loop.epoch_loop.batch_idx + 1
+        place = (self.hparams.seed, BATCH_AUGMENT_STREAM, trainer.current_epoch, index)
+        with seeded(mix_seed(*place, trainer.global_rank)):
+            return self._batch_augment(*batch)
 
     def eval_transform(self) -> v2.Transform:
         return v2.Compose(self._convert() + self._normalize())
@@ -296,6 +359,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _setup_folder(self, train_tf: v2.Transform, eval_tf: v2.Transform) -> None:
         train_dir, val_dir, test_dir = self._folder("train"), self._folder("val"), self._folder("test")
+        for folder in {train_dir, val_dir, test_dir} - {None}:
+            verify_images(folder)
         if val_dir is not None:
             self.datasets["train"] = datasets.ImageFolder(str(train_dir), transform=train_tf)
             self.datasets["val"] = datasets.ImageFolder(str(val_dir), transform=eval_tf)
@@ -317,18 +382,22 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False, collate: Any = None) -> DataLoader:
         self.setup()
+        hp, dataset = self.hparams, self.datasets[split]
+        if shuffle:  # epoch e's order and augmentations are functions of (seed, e): a resumed fit replays them
+            drop_last = len(dataset) > hp.batch_size
+            sampler = ShuffledBatches(len(dataset), hp.batch_size, seed=hp.seed, drop_last=drop_last, **placement(self))
+            return batch_loader(dataset, sampler, collate, hp.num_workers)
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(self.datasets[split]) > self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            dataset,
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
             collate_fn=collate,
+            generator=torch.Generator().manual_seed(hp.seed),  # the workers' base seed, not the global generator's
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, collate=self._mix())
+        return self._loader("train", shuffle=True, collate=None if self.hparams.batch_augment else self._mix())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

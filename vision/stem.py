@@ -13,7 +13,8 @@ import math
 
 from torch import Tensor, nn
 
-STEMS = ("patch", "conv")
+STEMS = ("patch", "conv", "spt")
+"""Tokenizer projections: linear patches, the conv stem here, Shifted Patch Tokenization (core.patches)."""
 
 
 class ConvStem(nn.Module):

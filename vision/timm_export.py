@@ -31,6 +31,7 @@ def timm_args(cfg: ViTConfig) -> dict[str, Any]:
         f"patch_stride={cfg.patch_stride!r} (overlapping patches)": cfg.patch_stride is not None
         and to_pair(cfg.patch_stride) != patch,
         "pad=True (zero padding at the bottom/right edges)": cfg.pad,
+        "distill=True (DeiT's distillation token: timm's VisionTransformerDistilled, not exported)": cfg.distill,
         f"transformer.norm={t.norm!r}": t.norm != "layernorm",
         f"transformer.norm_position={t.norm_position!r}": t.norm_position != "pre",
         f"transformer.ffn={t.ffn!r}": t.ffn != "gelu",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anyformer.core import vit as core_vit
-from anyformer.core.patches import to_pair
+from anyformer.core.patches import ShiftedPatchProjection, to_pair
 from anyformer.vision.stem import STEMS, ConvStem
 
 
@@ -24,8 +24,10 @@ class ViTConfig(core_vit.ViTConfig):
     num_classes: int = 10
     """Number of classes; linked from the data module."""
     stem: str = "patch"
-    """Tokenizer: ``patch`` (linear PxP patch projection, the ViT) or ``conv`` (strided 3x3 convolutions
-    to the same token grid, the hybrid ViT of Xiao et al. 2021; square P a power of two, no stride)."""
+    """Tokenizer: ``patch`` (linear PxP patch projection, the ViT), ``conv`` (strided 3x3 convolutions
+    to the same token grid, the hybrid ViT of Xiao et al. 2021; square P a power of two, no stride) or
+    ``spt`` (Shifted Patch Tokenization, Lee et al. 2021: the patch and its four half-patch diagonal
+    shifts, layer-normalized, projected linearly)."""
     stem_width: int = 32
     """Channels of the conv stem's first block (doubled at each of its log2(P) blocks)."""
     stem_depth: int = 1
@@ -46,11 +48,14 @@ class ViTConfig(core_vit.ViTConfig):
 
 
 class ViT(core_vit.ViT):
-    """Images (B, C, H, W) -> class logits (B, num_classes); ``stem='conv'`` tokenizes with a ``ConvStem``."""
+    """Images (B, C, H, W) -> class logits (B, num_classes); ``stem='conv'`` tokenizes with a ``ConvStem``,
+    ``stem='spt'`` with a ``ShiftedPatchProjection``."""
 
     def __init__(self, cfg: ViTConfig) -> None:
         stem = None
         if cfg.stem == "conv":
             side = to_pair(cfg.patch_size)[0]
             stem = ConvStem(cfg.in_channels, cfg.transformer.dim, side, cfg.stem_width, cfg.stem_depth)
+        elif cfg.stem == "spt":
+            stem = ShiftedPatchProjection(cfg.in_channels, cfg.transformer.dim, cfg.patch_size, cfg.patch_stride)
         super().__init__(cfg, proj=stem)

@@ -9,6 +9,7 @@ import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Any
 
 from anyformer.core.cli.errors import UsageError, disk_full, one_line, report, report_stop
 from anyformer.core.cli.tasks import TASKS, TOOLS, resolve
@@ -91,6 +92,18 @@ def _pop_run_name(args: list[str]) -> tuple[str | None, list[str]]:
     return name, rest
 
 
+def _evaluation_lock(tool: str, args: list[str]) -> Any:
+    """The lock of ``runs/<name>`` for an evaluation tool given ``--run-name NAME`` (it writes
+    ``runs/<name>/run.json``), not yet taken; None for other tools and runs without a name."""
+    from anyformer.core.cli.tasks import EVALUATION_TOOLS
+    from anyformer.core.train.run_lock import RunLock
+
+    if tool not in EVALUATION_TOOLS:
+        return None
+    run_name, _ = _pop_run_name(args)
+    return None if run_name is None else RunLock(Path("runs") / run_name, ["anyformer", tool, *args])
+
+
 def _pop_compile(args: list[str]) -> tuple[bool, list[str]]:
     """Take the suite's own ``--compile`` switch out of the LightningCLI arguments."""
     rest = [arg for arg in args if arg != "--compile"]
@@ -162,10 +175,12 @@ def run_task(task: str, args: list[str]) -> None:
             unreadable or unsafe ``--ckpt_path``, or a run folder held by another process.
     """
     from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.accelerators import CPUAccelerator
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from pytorch_lightning.cli import LightningCLI
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from anyformer.core.train import hardware
     from anyformer.core.train.atomic import DiskFullError
     from anyformer.core.train.base import AtomicCheckpointIO
     from anyformer.core.train.callbacks import (
@@ -263,7 +278,11 @@ def run_task(task: str, args: list[str]) -> None:
             # Rich bars unless the user turned bars off (a default callback would then conflict).
             if config.get("enable_progress_bar") is not False:
                 callbacks = [*callbacks, RichProgressBar()]
-            return super()._instantiate_trainer(config, callbacks)
+            trainer = super()._instantiate_trainer(config, callbacks)
+            slower = hardware.bf16_warning(str(trainer.precision), isinstance(trainer.accelerator, CPUAccelerator))
+            if slower is not None and _first_rank():
+                logging.getLogger(__name__).warning(slower)
+            return trainer
 
     trainer_defaults = {
         "callbacks": [
@@ -331,7 +350,17 @@ def main(argv: list[str] | None = None) -> int:
             return report_stop(f"anyformer {name}", full)
         return 0
     if name in TOOLS:
-        return resolve(TOOLS[name][0])(rest)  # each tool reports its own usage errors
+        try:  # an evaluation writing runs/<name>/ holds its lock, as a fit does: one writer per run
+            lock = _evaluation_lock(name, rest)
+            if lock is not None:
+                lock.acquire()
+        except UsageError as err:
+            return report(f"anyformer {name}", err)
+        try:
+            return resolve(TOOLS[name][0])(rest)  # each tool reports its own usage errors
+        finally:
+            if lock is not None:
+                lock.release()
     error = UsageError(
         f"unknown command {name!r}; expected one of {sorted(TASKS) + sorted(TOOLS)} (see anyformer --help)"
     )

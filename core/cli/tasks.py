@@ -77,6 +77,11 @@ TASKS: dict[str, TaskSpec] = {
     "vision-cnn": TaskSpec(
         "anyformer.vision.vit_task:ImageCNNModule", "anyformer.vision.data:ImageDataModule", "CNN baseline (vision)"
     ),
+    "dpo": TaskSpec(
+        "anyformer.text.preference.dpo_task:DPOModule",
+        "anyformer.text.preference.data:PreferenceDataModule",
+        "preference tuning of a GPT (DPO) on chosen/rejected pairs",
+    ),
 }
 
 # name -> (``module:function`` taking argv and returning an exit code, summary)
@@ -109,6 +114,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "anyformer.experiments.demo:main",
         "the main job: every task at a tiny size, offline, one output each",
     ),
+    "soak": (
+        "anyformer.experiments.soak:main",
+        "a long fit (validating, checkpointing, logging) with its resident memory sampled and reported",
+    ),
     "data": (
         "anyformer.core.data.cli:main",
         "list the datasets and where they are read from; fetch one ahead of time",
@@ -117,9 +126,18 @@ TOOLS: dict[str, tuple[str, str]] = {
         "anyformer.core.cli.export:main",
         "write a checkpoint as safetensors, ONNX or Hugging Face files (--format)",
     ),
+    "app": ("anyformer.app:main", "a local web page to try every checkpoint, one tab each (extra [app])"),
+    "preferences": (
+        "anyformer.text.preference.preferences:main",
+        "sample continuations from a GPT, score them with a classifier, write chosen/rejected pairs (JSONL)",
+    ),
+    "preference-eval": (
+        "anyformer.text.preference.evaluate:main",
+        "judge a (tuned) GPT's continuations of held-out prompts: judge-positive rate, reward, KL, diversity",
+    ),
 }
 
-EVALUATION_TOOLS = ("decode-eval", "rollout", "attention")
+EVALUATION_TOOLS = ("decode-eval", "rollout", "attention", "preferences", "preference-eval", "soak")
 """Tools that take ``--run-name NAME`` and record their metrics in ``runs/NAME/run.json``
 (``anyformer.core.train.run_record.record_evaluation``): the evaluation runs of a comparison."""
 

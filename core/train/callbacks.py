@@ -72,8 +72,10 @@ class RunRecord(pl.Callback):
 
     ``fit`` writes the record when it starts (status ``running``), and when it ends: ``finished``
     only if it reached ``max_steps``/``max_epochs``, ``stopped`` if something else ended it early,
-    ``failed``/``interrupted`` on an exception/Ctrl-C. ``test`` adds its command and ``test_*``
-    metrics to the same record. ``fast_dev_run`` smoke tests write nothing: they are not results.
+    ``failed``/``interrupted`` on an exception/Ctrl-C. A fit that fails before it starts (in setup,
+    a bad checkpoint, a data error) writes nothing: it trained nothing, and a resumed run keeps the
+    record of its last attempt. ``test`` adds its command and ``test_*`` metrics to the same record.
+    ``fast_dev_run`` smoke tests write nothing: they are not results.
 
     Args:
         run_dir: The run's folder, ``runs/<name>``.
@@ -86,6 +88,7 @@ class RunRecord(pl.Callback):
         self.task = task
         self.argv = list(argv)
         self._test_started: str | None = None
+        self._fit_started = False
 
     def _skip(self, trainer: pl.Trainer) -> bool:
         return bool(trainer.fast_dev_run) or not trainer.is_global_zero
@@ -123,6 +126,7 @@ class RunRecord(pl.Callback):
         record.update(status=status, ended=run_record.utc_now(), step=trainer.global_step)
         record["wall_s"] = clock.elapsed() if clock is not None else None
         run_record.write_record(self.run_dir, record)
+        self._fit_started = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._skip(trainer):
@@ -132,6 +136,7 @@ class RunRecord(pl.Callback):
         if previous is not None:  # a resumed run keeps its first start and its metrics so far
             record.update(started=previous["started"], metrics=previous["metrics"])
         run_record.write_record(self.run_dir, record)
+        self._fit_started = True
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._skip(trainer):
@@ -143,7 +148,7 @@ class RunRecord(pl.Callback):
         self._end_fit(trainer, pl_module, "finished" if reached else "stopped")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self._skip(trainer) or trainer.state.fn != TrainerFn.FITTING:
+        if self._skip(trainer) or trainer.state.fn != TrainerFn.FITTING or not self._fit_started:
             return
         self._end_fit(trainer, pl_module, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
 

@@ -2,9 +2,11 @@
 
 Every ``anyformer <task> fit|validate|test|predict`` holds the lock of ``runs/<name>/`` while it runs
 (validate/test/predict write into ``runs/<name>/<subcommand>/`` and ``test`` into ``run.json``, so
-they must not run beside a fit of the same name either). The lock is an OS lock (``fcntl.flock``
-on the lock file), which the kernel releases when the holder exits, however it dies: a lock file
-left by a SIGKILLed process, or by another boot or host, holds no lock and is simply taken over.
+they must not run beside a fit of the same name either), and so does every evaluation tool given
+``--run-name`` (``EVALUATION_TOOLS`` of ``anyformer.core.cli.tasks``: they write ``run.json`` too).
+The lock is an OS lock (``fcntl.flock`` on the lock file), which the kernel releases when the holder
+exits, however it dies: a lock file left by a SIGKILLed process, or by another boot or host, holds
+no lock and is simply taken over.
 The file also holds a small JSON description of the holder (pid, host, boot, start time, command),
 so a refused second writer can name the process that runs.
 """
@@ -17,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,10 @@ from anyformer.core.train.run_record import command_line, utc_now
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+ORPHAN_WAIT_S = 30.0
+"""How long a command waits for a lock whose holder is dead but whose forked children (DataLoader
+workers inherit the lock's file) still hold it: they exit once they see their parent gone (PyTorch's
+workers look every 5 s)."""
 
 
 class RunLockedError(UsageError):
@@ -125,6 +132,7 @@ class RunLock:
         """
         self._made_dirs = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # innermost first
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + ORPHAN_WAIT_S
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -132,6 +140,9 @@ class RunLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                if _stale_reason(holder) == "gone" and time.monotonic() < deadline:
+                    time.sleep(0.1)  # a killed holder's loader workers still hold it, for a few seconds
+                    continue
                 raise RunLockedError(
                     f"{self.run_dir} is in use by {_describe(holder)}; wait for it to end, or give this "
                     "command another --run-name"

@@ -36,6 +36,9 @@ from anyformer.core.train.atomic import atomic_write_text
 RUN_FILE = "run.json"
 FIGURE_FILE = "figure.png"
 """What a figure-drawing evaluation run (``anyformer attention --run-name``) leaves in its folder."""
+SAMPLES_FILE = "samples.jsonl"
+"""What a sampling evaluation run (``anyformer preference-eval --run-name``) leaves in its folder: one
+JSON object per sample, ``{"prompt", "continuation", ...}``."""
 FORMAT_VERSION = 1
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 """``finished``: fit reached max_steps/max_epochs; ``stopped``: ended early (e.g. early stopping);

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from anyformer.core.train import hardware
 from anyformer.core.train.atomic import atomic_write_text
 from anyformer.experiments.bench.generation import generation_rows
 from anyformer.experiments.bench.memory import memory_rows
@@ -123,7 +124,12 @@ def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    name = names[0] if names else platform.processor() or platform.machine()
+    signature = hardware.cpu_signature()
+    family = f"family {signature['family']} model {signature['model']}, " if signature["family"] is not None else ""
+    isa = " ".join(signature["isa"]) or "none of " + " ".join(hardware.ISA_FLAGS)
+    units = "with" if hardware.has_bf16_units() else "without"
+    return f"{name}, {family}{os.cpu_count()} cores; ISA: {isa}; {units} bf16 units"
 
 
 def header(args: argparse.Namespace, runtime: Runtime) -> str:

@@ -5,29 +5,22 @@ sampling, each beside ``transformers``' ``generate()`` on the same GPT-2-shaped 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from anyformer.core.decoding import GenerationConfig, beam_search, generate
+from anyformer.core.quantize import store_weights, weight_bytes_per_token
 from anyformer.experiments.bench.peers import anyformer_gpt, transformers_gpt2
 from anyformer.experiments.bench.report import Row, Target
 from anyformer.experiments.bench.shapes import GenerationShape
 from anyformer.experiments.bench.timing import Runtime, copy_probe, interleaved
 
 GREEDY_VS_TRANSFORMERS = Target(3.0)
-
-
-def weight_bytes_per_token(model: nn.Module) -> int:
-    """Bytes of the weights one decoding step must read: every Linear and norm parameter (a tied
-    LM head once); an embedding table is read one row at a time and does not count."""
-    seen: dict[int, int] = {}
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.LayerNorm, nn.RMSNorm)):
-            for param in module.parameters(recurse=False):
-                seen[id(param)] = param.numel() * param.element_size()
-    return sum(seen.values())
+WEIGHT_ONLY = ("bf16", "int8")
+"""Weight storages timed beside fp32 (CPU only: the int8 kernel is torch's CPU one)."""
 
 
 def ours_fn(model: nn.Module, prompt: Tensor, cfg: GenerationConfig, runtime: Runtime) -> Callable[[], object]:
@@ -65,6 +58,10 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
         "theirs": transformers_fn(theirs, one, short, runtime, do_sample=False),
         "ours long": ours_fn(ours, one, GenerationConfig("greedy", max_new_tokens=long), runtime),
     }
+    # Weight-only bf16 / int8 storage (`anyformer generate --dtype`): fewer bytes read per token.
+    stored = {dtype: store_weights(copy.deepcopy(ours), dtype) for dtype in WEIGHT_ONLY if runtime.device == "cpu"}
+    for dtype, model in stored.items():
+        greedy[f"ours {dtype}"] = ours_fn(model, one, GenerationConfig("greedy", max_new_tokens=short), runtime)
     greedy["copy"], copy_bytes = copy_probe(runtime, n_bytes=(32 if quick else 512) * 2**20)
     if runtime.compile:
         # dynamic=True: one graph for every cache length instead of a recompilation per step.
@@ -82,6 +79,15 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
             f"anyformer, {short} new", 1e3 / tps["ours"], higher_is_better=False,
         ),
     ]  # fmt: skip
+    for dtype, model in stored.items():
+        stored_tps = short / seconds[f"ours {dtype}"]
+        stored_label = f"{label}, {dtype} weights"
+        rows += [
+            Row(name, stored_label, "tokens/s", stored_tps, "transformers", tps["theirs"],
+                target=GREEDY_VS_TRANSFORMERS),
+            Row(name, stored_label, "tokens/s", stored_tps, "weight-read bound",
+                copy_bytes / seconds["copy"] / weight_bytes_per_token(model)),
+        ]  # fmt: skip
     if runtime.compile:
         compiled_tps = short / seconds["ours compiled"]
         rows.append(

@@ -8,8 +8,9 @@ import math
 
 import pytest
 
+from anyformer.core.quantize import weight_bytes_per_token
 from anyformer.experiments.bench.__main__ import main, parse_args
-from anyformer.experiments.bench.generation import generation_rows, weight_bytes_per_token
+from anyformer.experiments.bench.generation import generation_rows
 from anyformer.experiments.bench.memory import measure_in_subprocess
 from anyformer.experiments.bench.peers import GPT_PEERS, anyformer_gpt
 from anyformer.experiments.bench.report import COLUMNS, Row, Target, render_markdown, render_text
@@ -85,6 +86,9 @@ def test_generation_and_vit_rows_are_complete_at_tiny_sizes():
     measures = [row.measure for row in rows]
     assert any("greedy" in m for m in measures) and any("beam" in m for m in measures)
     assert any("sampling" in m for m in measures) and rows[-1].unit == "images/s"
+    for dtype in ("bf16", "int8"):  # each weight storage beside transformers and beside its own bound
+        peers = [row.peer for row in rows if row.measure.endswith(f"{dtype} weights")]
+        assert peers == ["transformers", "weight-read bound"], dtype
     assert all(math.isfinite(row.ours) and row.ours > 0 and row.theirs > 0 for row in rows)
 
 
@@ -94,7 +98,7 @@ def test_quick_run_writes_one_markdown_table_with_every_column(tmp_path):
     table = [line for line in out.read_text().splitlines() if line.startswith("|")]
     assert [cell.strip() for cell in table[0].strip("|").split("|")] == list(COLUMNS)
     peers = {line.split("|")[5].strip() for line in table[2:]}
-    assert {"transformers", "x-transformers", "minimal", "torch.mm fp32"} <= peers
+    assert {"transformers", "x-transformers", "minimal", "torch.mm fp32", "anyformer fp32"} <= peers  # + bf16-mixed
     assert all(line.count("|") == len(COLUMNS) + 1 for line in table)
 
 

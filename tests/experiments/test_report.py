@@ -350,3 +350,22 @@ def test_an_equal_time_table_reads_each_run_at_the_shortest_runs_last_validation
     at_15 = text.split("### At 15 s", 1)[1]
     assert row(at_15, "alpha") == ["3.0000", "10"] and row(at_15, "beta") == ["3.5000", "5"]
     assert "wall_s ≤ 15 s (the table's budget)" in at_15
+
+
+def test_summary_rows_give_the_mean_and_the_worst_of_each_metric(workspace):
+    path = workspace / "comparisons" / "toy.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["tables"] = [{"title": "Folds", "columns": ["val_bpc", "params", "device"], "summary": ["mean", "worst"]}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    runs = workspace / "runs"
+    make_run(runs, "alpha", metrics={"val_bpc": 2.0})
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), metrics={"val_bpc": 3.0})
+    text = report(workspace)
+    assert "| **mean** | 2.5000 (2 of 3) | — | — |" in text  # gamma has not run: the count says so
+    assert "| **worst** | 2.0000 (2 of 3) | — | — |" in text
+    make_run(runs, "gamma", metrics={"val_bpc": 1.0})
+    text = report(workspace)
+    assert "| **mean** | 2.0000 | — | — |" in text and "| **worst** | 1.0000 | — | — |" in text
+    raw["tables"][0]["summary"] = ["median"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2

@@ -61,6 +61,8 @@ CASES: dict[str, tuple[str, dict[str, object]]] = {
     "dt": ("rl/dt_cartpole", {"data.context_len": 5, "data.batch_size": 8, "data.train_batches_per_epoch": EPOCH,
                               "data.val_batches": 2, **TINY_TRANSFORMER}),
 }  # fmt: skip
+VARIANTS: dict[str, dict[str, object]] = {"workers": {"data.num_workers": 2}}
+"""``<task>+<variant>`` cases: the task's case with more settings (augmentations drawn in 2 loader workers)."""
 
 
 def prepare(task: str, folder: Path) -> dict[str, object]:
@@ -77,9 +79,10 @@ def prepare(task: str, folder: Path) -> dict[str, object]:
     return {}
 
 
-def fit_args(task: str, folder: Path, callbacks_json: str | None = None) -> list[str]:
+def fit_args(case: str, folder: Path, callbacks_json: str | None = None) -> list[str]:
+    task, _, variant = case.partition("+")
     config, overrides = CASES[task]
-    settings = COMMON | overrides | prepare_cache(task, folder)
+    settings = COMMON | overrides | VARIANTS.get(variant, {}) | prepare_cache(task, folder)
     args = [task, "fit", "--config", str(REPO / "experiments" / f"{config}.yaml"), "--run-name", "run"]
     for key, value in settings.items():
         args += [f"--{key}", str(value)]

@@ -90,10 +90,6 @@ def test_tsv_with_a_missing_column_fails_before_training_naming_file_and_column(
     assert f"{tables['no_label']} has no column 'label'" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="text/classification_data.py class_indices names the split ('files val split'), not the file and line",
-)
 def test_tsv_with_a_bad_label_names_file_and_line(tmp_path) -> None:
     from anyformer.text.classification_data import TextClassificationDataModule
 
@@ -107,10 +103,6 @@ def test_tsv_with_a_bad_label_names_file_and_line(tmp_path) -> None:
     assert "\n" not in message and f"{tables['bad_label']}:3" in message and "'positive'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vision/data.py ImageFolder reads images lazily: a corrupt PNG raises PIL's error mid-epoch",
-)
 def test_imagefolder_with_a_corrupt_png_fails_at_setup_or_skips_it(tmp_path, caplog) -> None:
     from anyformer.vision.data import ImageDataModule
 

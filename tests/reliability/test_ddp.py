@@ -15,6 +15,7 @@ on half of the windows (one rank's share, unsynced) differs by 1e-2.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +55,38 @@ def test_two_ddp_cpu_ranks_match_one_process_with_the_doubled_batch(tmp_path, mo
         for (ddp_step, ddp_loss), (step, loss) in zip(ddp_curve, single_curve, strict=True):
             assert ddp_step == step
             assert ddp_loss == pytest.approx(loss, abs=TOLERANCE), f"{column} at step {step}"
+
+
+def _launch(command: list[str], cwd) -> None:
+    done = subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stderr + done.stdout)[-3000:]
+
+
+@pytest.mark.slow
+def test_the_torchrun_launch_trains_like_the_lightning_launched_ddp_run(tmp_path) -> None:
+    """README's `torchrun ... -m anyformer.core.cli.main gpt fit` on 2 CPU processes (Lightning reads
+    torchrun's environment) does what `--trainer.devices 2` launches: the same ranks, seeds, windows
+    and gloo reductions, so the same losses bit for bit."""
+    corpus = write_corpus(tmp_path)
+    settings = {"trainer.max_steps": 10, "trainer.log_every_n_steps": 1, "trainer.val_check_interval": 5}
+    ddp = settings | {"data.batch_size": 4, "trainer.strategy": "ddp", "trainer.devices": 2}
+    _launch(cli_command(fit_args("lightning", corpus, ddp)), tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _launch([*torchrun, "-m", "anyformer.core.cli.main", *fit_args("torchrun", corpus, ddp)], tmp_path)
+
+    rows = {name: read_rows(tmp_path / "runs" / name / "metrics.csv") for name in ("lightning", "torchrun")}
+    for column, count in [("train_loss", 10), ("val_loss", 2)]:
+        reference = losses(rows["lightning"], column)
+        assert len(reference) == count
+        assert losses(rows["torchrun"], column) == reference, column
+
+
+def test_fsdp_on_cpu_is_refused_with_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """Lightning's FSDP needs GPUs (README, Scaling out): asked on a CPU, the fit stops before
+    training with one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    settings = {"trainer.strategy": "fsdp", "trainer.devices": 2, "trainer.accelerator": "cpu"}
+    assert fit(fit_args("fsdp", write_corpus(tmp_path), settings)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("anyformer gpt: error: The strategy `fsdp` requires a GPU accelerator"), lines[-1]
+    assert not (tmp_path / "runs" / "fsdp" / "run.json").exists()

@@ -3,9 +3,10 @@
 the uninterrupted fit bit for bit and with its ``metrics.csv`` rows (bar the wall clock).
 
 Exact, not a tolerance, on one thread: the global RNG states, weights, optimizer, schedule and loop
-counters are in the checkpoint; the data order must be too (GPT's and the LSTM's window sampler is
-a function of the seed and the batch number). The other tasks' cases are expected failures until
-their data modules replay their order and augmentation draws (issue 29).
+counters are in the checkpoint, and every draw of the training data is a function of the seed and
+its place (GPT's and the LSTM's window sampler: the batch number; the other tasks' samplers and
+augmentations: the epoch and the place in it, ``anyformer.core.train.data_order``), which the
+trainer's restored step gives back.
 """
 
 from __future__ import annotations
@@ -56,14 +57,7 @@ def assert_same_weights(mine: Path, theirs: Path, context: str) -> None:
     assert not different, f"{context}: {len(different)} of {len(a)} tensors differ: {different[:3]}"
 
 
-# Only the windowed language models (GPT, LSTM) restore their data order today. The other data
-# modules draw their order and augmentations from streams that a resumed fit restarts (issue 29):
-# their cases are expected to fail until that is fixed, and strict, so a fix shows up here.
-RESUMES_EXACTLY = ("gpt", "lstm")
-NOT_YET = pytest.mark.xfail(strict=True, reason="data order/augmentation streams are not restored on resume (#29)")
-
-
-@pytest.mark.parametrize("task", [pytest.param(t, marks=() if t in RESUMES_EXACTLY else NOT_YET) for t in CASES])
+@pytest.mark.parametrize("task", [*CASES, "vit+workers"])
 def test_killed_and_resumed_fits_equal_the_uninterrupted_one(task: str, tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
     data.mkdir()

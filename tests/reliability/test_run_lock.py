@@ -131,3 +131,22 @@ def test_evaluations_of_a_running_run_are_refused_too(subcommand, tmp_path, caps
     assert len(lines) == 1 and lines[0].startswith("anyformer gpt: error: runs/busy is in use by"), lines
     assert f"`anyformer gpt fit --run-name busy`, pid {os.getpid()}" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("tool", "needed"), [("decode-eval", []), ("rollout", ["--target-return", "1"]), ("attention", [])]
+)
+def test_evaluation_tools_writing_a_run_take_its_lock(tool, needed, tmp_path, capsys) -> None:
+    """decode-eval, rollout and attention with --run-name write runs/<name>/run.json: one writer there too.
+    Refused while another command holds the run; run, and the lock let go, when it is free."""
+    holder = ["anyformer", "gpt", "fit", "--run-name", "busy"]
+    missing = str(tmp_path / "missing.ckpt")
+    with RunLock(tmp_path / "runs" / "busy", holder):
+        run_cli(tmp_path, [tool, "--ckpt", missing, "--run-name", "busy"], expect=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"anyformer {tool}: error: runs/busy is in use by"), lines
+    assert f"`anyformer gpt fit --run-name busy`, pid {os.getpid()}" in lines[0]
+    # Free: the tool runs (and fails on its missing checkpoint); its lock goes with it.
+    run_cli(tmp_path, [tool, "--ckpt", missing, *needed, "--run-name", "free"], expect=2)
+    assert "missing.ckpt" in capsys.readouterr().err
+    assert holder_of(tmp_path / "runs" / "free") is None and not (tmp_path / "runs" / "free").exists()

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+import torchaudio
 from PIL import Image
 
 from anyformer.core.cli.classify import main as classify_main
@@ -223,7 +224,8 @@ def test_experiment_configs_parse(config, capsys):
         cli_main([task, "fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "source: fsdd" in printed or "source: synthetic" in printed
+    sources = ("fsdd", "synthetic", "speechcommands", "speechcommands12")
+    assert any(f"source: {source}\n" in printed for source in sources)
 
 
 def test_synthetic_config_runs_through_the_cli(tmp_path, monkeypatch):
@@ -234,3 +236,25 @@ def test_synthetic_config_runs_through_the_cli(tmp_path, monkeypatch):
         "--data.synthetic_per_class=10", "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
     assert code == 0
+
+
+def test_the_same_clip_at_three_rates_gets_the_same_label_through_the_cli(trained, data, tmp_path, capsys):
+    """``anyformer classify`` on one recording saved at 8, 16 and 44.1 kHz (mono, stereo, mono), longer
+    than the window and with silence around the word: each is resampled to the model's rate and placed
+    as validation clips are, so the label and its probability agree."""
+    _, ckpt, _ = trained
+    clips, parts = data._load()
+    word = clips.waves[parts["test"][0]]  # a test digit at 8 kHz
+    recording = torch.cat([torch.zeros(3000), word, torch.zeros(5000)])  # any length: 1 s + silence
+    paths = []
+    for rate, channels in ((8000, 1), (16000, 2), (44100, 1)):
+        wave = torchaudio.functional.resample(recording, 8000, rate) if rate != 8000 else recording
+        samples = wave.numpy() if channels == 1 else np.stack([wave.numpy()] * 2, axis=1)
+        paths.append(tmp_path / f"clip_{rate}.wav")
+        sf.write(paths[-1], samples, rate, subtype="FLOAT")
+    assert classify_main(["--ckpt", str(ckpt), *map(str, paths), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    answers = [lines[lines.index(str(path)) + 1].split() for path in paths]  # ["prob", "label"] each
+    assert len({label for _, label in answers}) == 1, answers
+    probs = [float(prob) for prob, _ in answers]
+    assert max(probs) - min(probs) < 0.02, answers  # only the resampling's rounding differs

@@ -185,7 +185,7 @@ def test_length_batch_sampler_buckets_covers_every_item_and_is_deterministic():
     lengths = torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
 
     def sampler(seed):
-        return LengthBatchSampler(lengths, 16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return LengthBatchSampler(lengths, 16, shuffle=True, seed=seed)
 
     epochs = sampler(5)
     first, second = list(epochs), list(epochs)
@@ -210,7 +210,7 @@ def test_every_text_data_module_batches_with_the_shared_length_sampler(tmp_path,
     for name in ("train", "val"):
         (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     paths = {"train_path": str(tmp_path / "train.tsv"), "val_path": str(tmp_path / "val.tsv")}
-    classify = TextClassificationDataModule(source="files", **paths, vocab_size=300, batch_size=8)
+    classify = TextClassificationDataModule(source="files", **paths, vocab_size=300, batch_size=8, length_buckets=True)
     translate = ParallelDataModule(vocab_size=400, batch_size=32)
     for data in (pretrain, classify, translate):
         loader = data.train_dataloader()
@@ -223,7 +223,7 @@ def test_every_text_data_module_batches_with_the_shared_length_sampler(tmp_path,
     # Pretraining: a batch is the requests of one bucket, ordered by length.
     dataset, _ = pairs
     sampler = PairSampler(dataset, 8, seed=3)
-    requests, pair_lengths = PairSampler(dataset, 8, seed=3).epoch_items()
+    requests, pair_lengths = PairSampler(dataset, 8, seed=3).epoch_items(0)
     length_of = dict(zip(requests, pair_lengths))
     for batch in sampler:
         assert [length_of[r] for r in batch] == sorted(length_of[r] for r in batch)
@@ -343,7 +343,7 @@ def test_under_ddp_each_rank_takes_its_share_of_the_one_plan_and_lightning_keeps
     lengths = [i % 13 + 1 for i in range(203)]
 
     def sampler(**ranks):
-        return LengthBatchSampler(lengths, 8, shuffle=True, generator=torch.Generator().manual_seed(5), **ranks)
+        return LengthBatchSampler(lengths, 8, shuffle=True, seed=5, **ranks)
 
     whole = list(sampler())
     shares = [list(sampler(rank=r, world_size=3)) for r in range(3)]

@@ -181,3 +181,19 @@ def test_prompt_file_replaces_the_validation_text(tiny_run, monkeypatch, capsys)
     (workdir / "prompts.txt").write_text(text[:200])
     assert main([*ARGS, "--prompt-file", "prompts.txt", "--strategy", "greedy"]) == 0
     assert f"sample: {text[:6]!r} -> " in capsys.readouterr().out  # the first prompt starts the file
+
+
+def test_low_precision_weights_report_their_distance_from_fp32(tiny_run, monkeypatch, capsys):
+    workdir, _ = tiny_run
+    monkeypatch.chdir(workdir)
+    assert main([*ARGS, "--dtype", "int8", "--strategy", "greedy"]) == 0
+    out = capsys.readouterr().out
+    values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()[2:]}
+    assert {"gen_ppl", "greedy_agreement", "val_loss", "val_loss_fp32", "val_loss_change"} <= set(values)
+    assert 0.0 <= values["greedy_agreement"] <= 1.0
+    assert values["val_loss_change"] == pytest.approx(values["val_loss"] / values["val_loss_fp32"] - 1, abs=2e-4)
+    assert main([*ARGS, "--strategy", "greedy"]) == 0
+    assert "greedy_agreement" not in capsys.readouterr().out  # fp32: nothing to compare with
+    with pytest.raises(SystemExit) as stop:  # argparse's own one-line error, exit 2
+        main([*ARGS, "--dtype", "fp16"])
+    assert stop.value.code == 2 and "--dtype: invalid choice" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def test_batches_respect_the_token_budget_and_cover_every_pair(data):
 
 def test_training_order_changes_per_epoch_and_evaluation_order_is_sorted():
     lengths = [5, 1, 9, 3, 3, 7, 2, 8] * 10
-    train = LengthBatchSampler(lengths, 4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    train = LengthBatchSampler(lengths, 4, shuffle=True, seed=0)
     assert len(train) == 20
     first, second = list(train), list(train)
     flat = [[i for batch in epoch for i in batch] for epoch in (first, second)]

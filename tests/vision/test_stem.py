@@ -81,7 +81,7 @@ def test_conv_stem_rejects_a_patch_size_that_is_not_a_power_of_two(patch: int) -
 
 
 def test_unknown_stem_is_named() -> None:
-    with pytest.raises(ValueError, match=r"stem='resnet' is not one of \['patch', 'conv'\]"):
+    with pytest.raises(ValueError, match=r"stem='resnet' is not one of \['patch', 'conv', 'spt'\]"):
         ViTConfig(stem="resnet")
 
 

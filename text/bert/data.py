@@ -17,7 +17,7 @@ import re
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from anyformer.text.batching import batch_loader, distributed
+from anyformer.core.train.data_order import batch_loader, distributed, placement
 from anyformer.text.bert.pairs import PairSampler, SentencePairs
 from anyformer.text.classification_data import read_table, sst2_table
 from anyformer.text.corpus import load_corpus
@@ -83,7 +83,7 @@ class BertPretrainDataModule(pl.LightningDataModule):
         batch_size: pairs per batch.
         val_fraction: share of each source's documents held out for validation.
         num_workers: DataLoader worker processes.
-        seed: seed of the pairing and masking draws.
+        seed: seed of the pairing and masking draws (epoch ``e``'s from ``(seed, e)``, so a resumed fit replays them).
     """
 
     def __init__(
@@ -164,7 +164,7 @@ class BertPretrainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.pairs("train")
-        return self._loader(train, PairSampler(train, self.batch_size, self.seed, **distributed(self)))
+        return self._loader(train, PairSampler(train, self.batch_size, self.seed, **placement(self)))
 
     def val_dataloader(self) -> DataLoader:
         val = self.pairs("val")

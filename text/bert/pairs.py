@@ -3,21 +3,23 @@
 epoch, masked on the fly.
 
 Randomness is drawn in the main process by a seeded batch sampler (:class:`PairSampler`) that
-yields batches of ``(pair, sentence B, mask seed)`` requests; the dataset builds the pairs and its
-``collate`` masks a whole batch in one vectorized draw seeded by the batch's first request. So
-every epoch gets new partners and new masks, runs are reproducible, and worker processes never
-repeat each other's draws. Validation re-seeds its sampler, so its pairs and masks are the same
-at every evaluation.
+yields batches of ``(pair, sentence B, mask seed)`` requests, epoch ``e``'s from ``(seed, e)``;
+the dataset builds the pairs and its ``collate`` masks a whole batch in one vectorized draw seeded
+by the batch's first request. So every epoch gets new partners and new masks, runs (and resumed
+runs) are reproducible, and worker processes never repeat each other's draws. Validation draws
+epoch 0 every time, so its pairs and masks are the same at every evaluation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from anyformer.core.train.data_order import epoch_generator
 from anyformer.text.batching import LengthBatchSampler, pad_batch
 from anyformer.text.bert.masking import mask_tokens, special_ids
 from anyformer.text.tokenizer import Tokenizer
@@ -119,36 +121,25 @@ class PairSampler(LengthBatchSampler):
     Exactly ``len // 2`` pairs per epoch get their true next sentence; the others get a
     uniformly drawn sentence of another document. The requests are then bucketed by the length
     of their two sentences, as every :class:`~anyformer.text.batching.LengthBatchSampler` buckets
-    (on CPU this roughly halves the cost of SST-2's long-tailed pairs).
+    (on CPU this roughly halves the cost of SST-2's long-tailed pairs). Epoch ``e``'s requests are
+    drawn by a generator seeded with ``(seed, e)``.
 
     Args:
         pairs: the dataset.
         batch_size: requests per batch.
-        seed: seed of the generator; epochs continue its stream.
-        fixed: re-seed at every epoch (validation: the same pairs and masks each time).
-        rank, world_size: as for :class:`~anyformer.text.batching.LengthBatchSampler` (DDP).
+        seed: non-negative seed of the draws.
+        fixed: every epoch is epoch 0 (validation: the same pairs and masks each time).
+        rank, world_size, position: as for :class:`~anyformer.text.batching.LengthBatchSampler`.
     """
 
-    def __init__(
-        self,
-        pairs: SentencePairs,
-        batch_size: int,
-        seed: int,
-        fixed: bool = False,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, pairs: SentencePairs, batch_size: int, seed: int, fixed: bool = False, **placed: Any) -> None:
         # The items and their lengths are drawn anew every epoch (epoch_items), not given here.
-        generator = torch.Generator().manual_seed(seed)
-        super().__init__([], batch_size, shuffle=True, generator=generator, rank=rank, world_size=world_size)
-        self.pairs, self.seed, self.fixed = pairs, seed, fixed
+        super().__init__([], batch_size, shuffle=True, seed=seed, **placed)
+        self.pairs, self.fixed = pairs, fixed
 
-    def epoch_items(self) -> tuple[list[Request], list[int]]:
-        """One epoch of requests in random order, and the length of each pair's two sentences."""
-        if self.fixed:
-            self.generator.manual_seed(self.seed)
-        g, pairs = self.generator, self.pairs
+    def epoch_items(self, epoch: int) -> tuple[list[Request], list[int]]:
+        """The requests of ``epoch`` in random order, and the length of each pair's two sentences."""
+        g, pairs = epoch_generator(self.seed, 0 if self.fixed else epoch), self.pairs
         n, n_sentences = len(pairs), len(pairs.doc_of_sentence)
         order = torch.randperm(n, generator=g)
         is_next = torch.randperm(n, generator=g) < n // 2
@@ -164,6 +155,11 @@ class PairSampler(LengthBatchSampler):
         lengths = pairs.sentence_lengths[first] + pairs.sentence_lengths[partner]
         return list(zip(order.tolist(), partner.tolist(), seeds.tolist())), lengths.tolist()
 
+    def plan(self, epoch: int) -> list[list[Request]]:
+        return super().plan(0 if self.fixed else epoch)
+
     def draw(self) -> list[Request]:
-        """One epoch of requests in random order, before bucketing."""
-        return self.epoch_items()[0]
+        """The requests of epoch ``self.epoch`` in random order, before bucketing; the next call
+        draws the next epoch's."""
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.epoch_items(epoch)[0]

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from anyformer.core.train.data_order import ResumableLoader
 from anyformer.text.batching import distributed
 from anyformer.text.corpus import load_corpus
 from anyformer.text.hf import hf_tokenizer, is_hf
@@ -106,21 +107,6 @@ class WindowSampler(DistributedSampler):
         # A whole epoch, also when resuming part-way: Lightning counts the batches already
         # trained in the epoch and stops after the rest.
         return self.batches_per_epoch * self.batch_size
-
-
-class _TrainLoader(DataLoader):
-    """The training DataLoader, marked resumable for Lightning.
-
-    Resuming part-way through an epoch is exact here (:class:`WindowSampler` continues from the
-    trainer's step, which the checkpoint restores), so there is no loader state to save; having
-    ``state_dict``/``load_state_dict`` only stops Lightning warning that it is not resumable.
-    """
-
-    def state_dict(self) -> dict[str, int]:
-        return {}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        pass
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -315,7 +301,8 @@ class TextDataModule(pl.LightningDataModule):
             **distributed(self),
             position=self._batches_trained if trainer else None,
         )
-        return self._loader(windows, sampler=sampler, loader_class=_TrainLoader)
+        # Resumable: the sampler continues from the trainer's step, read at the first batch.
+        return self._loader(windows, sampler=sampler, loader_class=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Up to ``val_batches`` batches of windows at evenly spaced, fixed start offsets.

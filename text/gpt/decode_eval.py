@@ -28,6 +28,7 @@ With ``--run-name NAME`` the metrics are also recorded in ``runs/NAME/run.json``
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
 from anyformer.core.decoding import STRATEGIES, CausalModel, GenerationConfig, generate
+from anyformer.core.quantize import WEIGHT_DTYPES, greedy_agreement, mean_next_token_loss, store_weights
 from anyformer.core.train import run_record
 from anyformer.core.train.checkpoint import load_task
 from anyformer.text.corpus import load_corpus
@@ -197,7 +199,31 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--new-tokens", type=_positive_int, default=128, help="tokens generated per prompt")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     parser.add_argument("--run-name", help="also record the metrics in runs/RUN_NAME/run.json")
+    parser.add_argument(
+        "--dtype", choices=WEIGHT_DTYPES, default="fp32",
+        help="how the Linear weights are stored while decoding (bf16, int8: weight-only, see "
+        "anyformer.core.quantize); with bf16 or int8 also reports greedy_agreement and val_loss_change against fp32",
+    )  # fmt: skip
     return parser
+
+
+def weight_dtype_metrics(reference: CausalModel, model: CausalModel, prompts: Tensor, ids: list[int], new_tokens: int):
+    """How far low-precision weights move the model from its fp32 ``reference``.
+
+    ``greedy_agreement``: share of the first ``new_tokens`` greedy positions of every prompt where
+    both pick the same token; ``val_loss`` / ``val_loss_fp32``: mean next-token loss over windows of
+    the model's context length cut from ``ids`` (as many as there are prompts, fewer tokens if the
+    text is short); ``val_loss_change``: their relative difference.
+    """
+    window = min(reference.max_seq_len, len(ids) - prompts.shape[0] + 1)
+    windows = cut_prompts(ids, prompts.shape[0], window)
+    loss, loss_fp32 = mean_next_token_loss(model, windows), mean_next_token_loss(reference, windows)
+    return {
+        "greedy_agreement": greedy_agreement(reference, model, prompts, new_tokens),
+        "val_loss": loss,
+        "val_loss_fp32": loss_fp32,
+        "val_loss_change": (loss - loss_fp32) / loss_fp32,
+    }
 
 
 @reports_usage_errors(PROG)
@@ -226,9 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--prompt-tokens {args.prompt_tokens} leaves no room to generate in the model's "
             f"{model.max_seq_len}-token context; use at most {model.max_seq_len - 1}"
         )
-    prompts = cut_prompts(prompt_ids(tokenizer, Path(args.ckpt), args.prompt_file), args.prompts, args.prompt_tokens)
+    ids = prompt_ids(tokenizer, Path(args.ckpt), args.prompt_file)
+    prompts = cut_prompts(ids, args.prompts, args.prompt_tokens)
+    reference = copy.deepcopy(model) if args.dtype != "fp32" else None
+    store_weights(model, args.dtype)
     sequences = generate(model, prompts, cfg, torch.Generator().manual_seed(args.seed))
     metrics = decoding_metrics(model, sequences, args.prompt_tokens)
+    if reference is not None:
+        metrics.update(weight_dtype_metrics(reference, model, prompts, ids, args.new_tokens))
 
     print(f"{args.strategy}: {args.prompts} prompts x {args.prompt_tokens} tokens, {args.new_tokens} new tokens each")
     sample = tokenizer.decode(sequences[0, args.prompt_tokens :].tolist())

@@ -9,6 +9,7 @@ import torch
 
 from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
 from anyformer.core.decoding import STRATEGIES, GenerationConfig, beam_search, stream_tokens
+from anyformer.core.quantize import WEIGHT_DTYPES, store_weights
 from anyformer.core.train.checkpoint import load_task
 
 PROG = "anyformer generate"
@@ -28,6 +29,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--stop-at-eos", action="store_true", help="stop when the model emits <|endoftext|>")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampler (reproducible output)")
+    parser.add_argument(
+        "--dtype", choices=WEIGHT_DTYPES, default="fp32",
+        help="how the Linear weights are stored while decoding: bf16 or int8 read fewer bytes per token "
+        "(weight-only, see anyformer.core.quantize; check the effect with `anyformer decode-eval --dtype`)",
+    )  # fmt: skip
     return parser
 
 
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     except ValueError as err:  # a character the tokenizer cannot encode (char alphabet, lone surrogate)
         raise UsageError(f"--prompt cannot be encoded by the checkpoint's {tokenizer.kind} tokenizer: {err}") from None
-    model = module.model
+    model = store_weights(module.model, args.dtype)
     prompt = torch.tensor([prompt_ids])
     if cfg.strategy == "beam":
         for rank, hyp in enumerate(beam_search(model, prompt, cfg)[0]):

@@ -48,7 +48,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from anyformer.core.data import resolve
-from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler, batch_loader, distributed
+from anyformer.core.train.data_order import batch_loader, distributed, placement
+from anyformer.text.batching import IGNORE_INDEX, LengthBatchSampler
 from anyformer.text.tokenizer import CLS, EOS, PAD, TOKENIZERS, Tokenizer, build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class ParallelDataModule(pl.LightningDataModule):
         batch_size: most pairs per batch.
         max_tokens: if set, also cap each batch at this many padded positions (batch by tokens).
         num_workers: DataLoader worker processes.
-        seed: seed of the training batch order.
+        seed: seed of the training batch order (epoch ``e``'s from ``(seed, e)``, so a resumed fit replays it).
     """
 
     def __init__(
@@ -266,7 +267,7 @@ class ParallelDataModule(pl.LightningDataModule):
         self.tokenizer_kind, self.requested_vocab_size, self.shared_vocab = tokenizer, vocab_size, shared_vocab
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         self.batch_size, self.max_tokens, self.num_workers = batch_size, max_tokens, num_workers
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self._pairs: dict[str, list[Pair]] = {}
         self._folder: Path | None = None
         self._tokenizers: tuple[Tokenizer, Tokenizer] | None = None
@@ -352,10 +353,10 @@ class ParallelDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[dict[str, Any]]:
         data = self.dataset(split)
+        placed = placement(self) if shuffle else distributed(self)
         sampler = LengthBatchSampler(
-            data.lengths(), self.batch_size, self.max_tokens, shuffle=shuffle, generator=self._generator,
-            **distributed(self),
-        )  # fmt: skip
+            data.lengths(), self.batch_size, self.max_tokens, shuffle=shuffle, seed=self.seed, **placed
+        )
         src, tgt = self.src_tokenizer, self.tgt_tokenizer
         ids = [src.token_id(PAD_TOKEN), *(tgt.token_id(token) for token in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN))]
         return batch_loader(data, sampler, Collate(*ids), self.num_workers)

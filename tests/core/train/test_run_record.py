@@ -138,6 +138,25 @@ def test_exception_or_ctrl_c_is_recorded_as_not_finished(tmp_path, error, raised
     assert record["status"] == status and record["step"] == 3 and record["ended"] is not None
 
 
+class FailInSetup(pl.Callback):
+    """Raises while the fit sets up, before it starts: as a data or checkpoint error does."""
+
+    def setup(self, trainer, pl_module, stage):
+        raise RuntimeError("setup failed")
+
+
+def test_a_fit_that_fails_before_it_starts_leaves_no_record_and_an_old_one_as_it_was(tmp_path):
+    run_dir = tmp_path / "runs" / "toy"
+    with pytest.raises(RuntimeError, match="setup failed"):
+        _trainer(run_dir, FailInSetup()).fit(Regression())
+    assert read_record(run_dir) is None and not run_dir.exists()
+    _trainer(run_dir).fit(Regression())
+    finished = read_record(run_dir)
+    with pytest.raises(RuntimeError, match="setup failed"):
+        _trainer(run_dir, FailInSetup()).fit(Regression())
+    assert read_record(run_dir) == finished
+
+
 def test_test_adds_its_command_and_metrics_to_the_fit_record(tmp_path):
     run_dir = tmp_path / "runs" / "toy"
     model = Regression()

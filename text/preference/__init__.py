@@ -1,0 +1,1 @@
+"""Preference tuning of a GPT: preference pairs (JSONL), Direct Preference Optimization, and its evaluation."""
