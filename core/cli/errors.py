@@ -46,6 +46,17 @@ def report(prog: str, error: BaseException) -> int:
     return USAGE_EXIT
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, else the option's one-line error naming what was typed."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, ``prog: error: message`` (no usage block), exit status 2."""
 

@@ -27,7 +27,6 @@ With ``--run-name NAME`` the metrics are also recorded in ``runs/NAME/run.json``
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, reports_usage_errors
 from anyformer.core.decoding import STRATEGIES, CausalModel, GenerationConfig, generate
 from anyformer.core.quantize import WEIGHT_DTYPES, greedy_agreement, mean_next_token_loss, store_weights
 from anyformer.core.train import run_record
@@ -171,16 +170,6 @@ def prompt_ids(tokenizer: Any, ckpt: Path, prompt_file: Path | None) -> list[int
 
 
 # -- command line ---------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
@@ -193,10 +182,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--beams", type=int, default=4)
-    parser.add_argument("--prompts", type=_positive_int, default=32, help="number of prompts (default 32)")
+    parser.add_argument("--prompts", type=positive_int, default=32, help="number of prompts (default 32)")
     parser.add_argument("--prompt-file", type=Path, help="UTF-8 text to cut the prompts from (default: val split)")
-    parser.add_argument("--prompt-tokens", type=_positive_int, default=32, help="tokens per prompt (default 32)")
-    parser.add_argument("--new-tokens", type=_positive_int, default=128, help="tokens generated per prompt")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=32, help="tokens per prompt (default 32)")
+    parser.add_argument("--new-tokens", type=positive_int, default=128, help="tokens generated per prompt")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     parser.add_argument("--run-name", help="also record the metrics in runs/RUN_NAME/run.json")
     parser.add_argument(

@@ -39,12 +39,11 @@ from typing import Any
 
 import torch
 
-from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, reports_usage_errors
 from anyformer.core.train import run_record
 from anyformer.core.train.atomic import atomic_write_text
 from anyformer.text.gpt.decode_eval import distinct_n
 from anyformer.text.preference.dpo import continuation_kl, continuation_logprobs
-from anyformer.text.preference.preferences import positive_int
 from anyformer.text.preference.sampling import (
     SST2_SPLITS,
     Continuation,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, reports_usage_errors
 from anyformer.core.train import run_record
 from anyformer.text.preference.pairs import PreferencePair, write_pairs
 from anyformer.text.preference.sampling import (
@@ -37,19 +37,6 @@ from anyformer.text.preference.sampling import (
 )
 
 PROG = "anyformer preferences"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def build_parser() -> ArgumentParser:
