@@ -24,10 +24,33 @@ def build_dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))`` around each sublayer."""
+def build_drop_path(p: float) -> nn.Module:
+    """Stochastic depth over whole samples (torchvision's, the "row" mode: each sample of the batch
+    keeps or skips the branch, kept ones scaled by 1 / (1 - p)), or the identity when ``p`` is 0.
+    It has no parameters or buffers, so state dicts are the same with or without it."""
+    if p == 0:
+        return nn.Identity()
+    # Imported here: torchvision's package import more than doubles ``import anyformer.core`` (~1.5 s),
+    # which every model without stochastic depth would pay.
+    from torchvision.ops import StochasticDepth
 
-    def __init__(self, cfg: TransformerConfig, *, causal: bool = False, cross_attention: bool = False) -> None:
+    return StochasticDepth(p, mode="row")
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))`` around each sublayer.
+
+    Args:
+        cfg: the stack's shape and flavour.
+        causal: causal self-attention (a decoder block).
+        cross_attention: add cross-attention to a memory after self-attention.
+        drop_path: this block's stochastic-depth rate on each residual branch (the stack gives
+            ``cfg.drop_path_rate(i)``).
+    """
+
+    def __init__(
+        self, cfg: TransformerConfig, *, causal: bool = False, cross_attention: bool = False, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.pre_norm = cfg.norm_position == "pre"
         self.norm1 = build_norm(cfg)
@@ -37,11 +60,12 @@ class TransformerBlock(nn.Module):
         self.norm2 = build_norm(cfg)
         self.mlp = build_ffn(cfg)
         self.dropout = build_dropout(cfg.dropout)
+        self.drop_path = build_drop_path(drop_path)
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn: Callable[..., Tensor], **kwargs) -> Tensor:
         if self.pre_norm:
-            return x + self.dropout(fn(norm(x), **kwargs))
-        return norm(x + self.dropout(fn(x, **kwargs)))
+            return x + self.drop_path(self.dropout(fn(norm(x), **kwargs)))
+        return norm(x + self.drop_path(self.dropout(fn(x, **kwargs))))
 
     def forward(
         self,

@@ -55,6 +55,12 @@ class TransformerConfig:
     """Dropout on embeddings, residual branches and feed-forward."""
     attn_dropout: float = 0.0
     """Dropout on attention probabilities."""
+    drop_path: float = 0.0
+    """Stochastic depth (Huang et al. 2016): the largest rate at which a training sample skips a residual
+    branch; block i of n drops at ``drop_path * i / (n - 1)`` (0 for the first, as timm's ViT)."""
+    locality_self_attention: bool = False
+    """Locality Self-Attention (Lee et al. 2021, for ViTs on small data sets): a learned softmax temperature
+    per layer and no token attending to itself. Non-causal self-attention (encoders) only."""
     bias: bool = True
     """Biases in linear layers and norms."""
     n_experts: int = 0
@@ -86,6 +92,8 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.position='rope' needs an even head_dim, got {self.head_dim}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attn_dropout < 1.0:
             raise ValueError("TransformerConfig.dropout and attn_dropout must be in [0, 1)")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"TransformerConfig.drop_path must be in [0, 1), got {self.drop_path!r}")
         if self.n_experts < 0:
             raise ValueError(f"TransformerConfig.n_experts must be >= 0, got {self.n_experts}")
         if self.n_experts and not 1 <= self.moe_top_k <= self.n_experts:
@@ -102,6 +110,11 @@ class TransformerConfig:
         # Resolved here, not in __post_init__, so a config whose norm_position is overridden later
         # (a YAML over a post-norm default, dataclasses.replace) does not keep the old choice.
         return self.norm_position == "pre" if self.final_norm is None else self.final_norm
+
+    def drop_path_rate(self, layer: int) -> float:
+        """Stochastic-depth rate of block ``layer`` (0-based): linear from 0 at the first block to
+        ``drop_path`` at the last (timm's ``linspace(0, drop_path, n_layers)``; one block alone never drops)."""
+        return self.drop_path * layer / (self.n_layers - 1) if self.n_layers > 1 else 0.0
 
     @property
     def hidden_dim(self) -> int:

@@ -31,6 +31,16 @@ def causal_mask(n_queries: int, n_keys: int | None = None, *, device: torch.devi
     return mask[None, None]
 
 
+def no_self_mask(n_tokens: int, *, device: torch.device | None = None) -> Tensor:
+    """Every token may attend to every other token but not to itself (Locality Self-Attention's
+    diagonal masking, Lee et al. 2021: without its own key, a token's attention goes to the others).
+
+    Returns:
+        (1, 1, T, T) boolean mask, True = may attend.
+    """
+    return ~torch.eye(n_tokens, dtype=torch.bool, device=device)[None, None]
+
+
 def padding_mask(keep: Tensor) -> Tensor:
     """Key mask from a (B, Tk) boolean tensor that is True at real tokens.
 

@@ -27,7 +27,8 @@ class TransformerStack(nn.Module):
         self.input_norm = build_norm(cfg) if cfg.input_norm else nn.Identity()
         self.dropout = build_dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg, causal=causal, cross_attention=cross_attention) for _ in range(cfg.n_layers)
+            TransformerBlock(cfg, causal=causal, cross_attention=cross_attention, drop_path=cfg.drop_path_rate(i))
+            for i in range(cfg.n_layers)
         )
         self.final_norm = build_norm(cfg) if cfg.use_final_norm else nn.Identity()
 

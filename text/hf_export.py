@@ -50,6 +50,9 @@ def _core_checks(t: TransformerConfig, norm_position: str) -> dict[str, bool]:
         f"transformer.norm_position={t.norm_position!r} (only {norm_position!r})": t.norm_position == norm_position,
         "transformer.bias=false (it has biases everywhere)": t.bias,
         f"transformer.activation={t.activation!r}": t.activation in HF_ACTIVATIONS,
+        "transformer.locality_self_attention=true (no learned temperature or masked diagonal)": (
+            not t.locality_self_attention
+        ),
     }
 
 

@@ -38,6 +38,9 @@ def timm_args(cfg: ViTConfig) -> dict[str, Any]:
         "transformer.bias=False": not t.bias,
         f"transformer.n_experts={t.n_experts}": t.n_experts > 0,
         "transformer.input_norm=True": t.input_norm,
+        "transformer.locality_self_attention=True (a learned temperature and masked diagonal)": (
+            t.locality_self_attention
+        ),
         f"transformer.norm_eps={t.norm_eps} (timm's ViT LayerNorms use {TIMM_LAYERNORM_EPS})": not math.isclose(
             t.norm_eps, TIMM_LAYERNORM_EPS
         ),
@@ -65,6 +68,8 @@ def timm_args(cfg: ViTConfig) -> dict[str, Any]:
         args["pos_embed"] = "none"
     if not t.use_final_norm:
         args["final_norm"] = False
+    if t.drop_path:
+        args["drop_path_rate"] = t.drop_path  # timm spreads it over the blocks as we do: linspace(0, rate, depth)
     if t.activation != "gelu":
         args["act_layer"] = t.activation  # timm's names: 'gelu_tanh', 'relu'
     return args

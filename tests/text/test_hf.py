@@ -201,6 +201,16 @@ def test_bert_mlm_export_reproduces_logits(tmp_path):
     assert encoded == [module.tokenizer.cls_id, *module.tokenizer.encode(SAMPLE), module.tokenizer.sep_id]
 
 
+def test_bert_export_refuses_locality_self_attention(tmp_path):
+    config = _bert_config()
+    config.transformer.locality_self_attention = True  # an encoder may have it; HF's BERT has no counterpart
+    module = BertPretrainModule(config)
+    module.tokenizer = BPETokenizer.train([TEXT], 320)
+    with pytest.raises(ValueError, match=r"cannot express transformer\.locality_self_attention=true"):
+        export_bert_hf(module, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_bert_classifier_export_reproduces_logits_and_labels(tmp_path):
     torch.manual_seed(5)
     module = BertClassifierModule(_bert_config()).eval()

@@ -201,12 +201,34 @@ def test_export_reloads_in_timm_with_the_same_logits(tmp_path: Path, overrides: 
             {"transformer": TransformerConfig(dim=32, n_heads=4, position="none", norm_eps=1e-6, ffn="swiglu")},
             "ffn='swiglu'",
         ),
+        (
+            {
+                "transformer": TransformerConfig(
+                    dim=32, n_heads=4, position="none", norm_eps=1e-6, locality_self_attention=True
+                )
+            },
+            "locality_self_attention=True",
+        ),
     ],
 )
 def test_export_refuses_what_timm_cannot_express(tmp_path: Path, overrides: dict, named: str) -> None:
     with pytest.raises(ValueError, match=f"cannot express this ViT: .*{named}"):
         export_vit_timm(_vit_module(**overrides), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_stochastic_depth_exports_as_timms_drop_path_rate(tmp_path: Path) -> None:
+    # Training-only, so the exported model computes the same in eval mode; timm spreads the rate over the
+    # blocks as the core does (linspace from 0), so a fine-tune in timm keeps the regularization.
+    transformer = TransformerConfig(dim=32, n_layers=3, n_heads=4, position="none", norm_eps=1e-6, drop_path=0.2)
+    module = _vit_module(transformer=transformer)
+    export_vit_timm(module, tmp_path)
+    model = timm.create_model("local-dir:" + str(tmp_path), pretrained=True)
+    rates = [getattr(block.drop_path1, "drop_prob", 0.0) for block in model.blocks]  # rate 0: an Identity
+    assert rates == pytest.approx([transformer.drop_path_rate(i) for i in range(3)])
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images), module(images), atol=1e-4, rtol=0)
 
 
 def test_export_needs_an_empty_folder(tmp_path: Path) -> None:
