@@ -355,13 +355,8 @@ def _translate_tab(served: Served) -> None:
 
 
 def _text_tab(served: Served) -> None:
-    eid = _ids(served)
-    text = gr.Textbox(label="text", lines=2, elem_id=eid("text"))
-    top_k = _top_k(served)
-    button = gr.Button("Classify", variant="primary", elem_id=eid("run"))
-    labels = gr.Label(label="label probabilities", elem_id=eid("labels"))
-    figure = _figure(served, "attention of the last layer")
-    button.click(_bound(classify_text, served), [text, top_k], [labels, figure])
+    text = gr.Textbox(label="text", lines=2, elem_id=_ids(served)("text"))
+    _classify_below(served, classify_text, [text], "label probabilities", "attention of the last layer")
 
 
 def _image_tab(served: Served) -> None:
@@ -369,11 +364,7 @@ def _image_tab(served: Served) -> None:
     with gr.Row():
         upload = gr.File(label="upload an image", file_types=list(IMAGE_SUFFIXES), elem_id=eid("upload"))
         sketch = gr.Sketchpad(label="or draw one", type="pil", elem_id=eid("sketch"))
-    top_k = _top_k(served)
-    button = gr.Button("Classify", variant="primary", elem_id=eid("run"))
-    labels = gr.Label(label="top labels", elem_id=eid("labels"))
-    figure = _figure(served, "attention rollout over the patches")
-    button.click(_bound(classify_image, served), [upload, sketch, top_k], [labels, figure])
+    _classify_below(served, classify_image, [upload, sketch], "top labels", "attention rollout over the patches")
 
 
 def _audio_tab(served: Served) -> None:
@@ -381,11 +372,20 @@ def _audio_tab(served: Served) -> None:
     with gr.Row():
         upload = gr.File(label="upload a clip", file_types=list(AUDIO_SUFFIXES), elem_id=eid("upload"))
         recording = gr.Audio(label="or record one", sources=["microphone"], type="filepath", elem_id=eid("record"))
+    _classify_below(served, classify_audio, [upload, recording], "top labels", "log-mel spectrogram and rollout")
+
+
+def _classify_below(
+    served: Served, classify: Callable, inputs: list[gr.Component], labels_label: str, figure_label: str
+) -> None:
+    """What every classifier tab shows below its inputs: the top-k slider, the Classify button, the labels
+    and the attention figure; the button calls ``classify(served, *inputs, top_k)``."""
+    eid = _ids(served)
     top_k = _top_k(served)
     button = gr.Button("Classify", variant="primary", elem_id=eid("run"))
-    labels = gr.Label(label="top labels", elem_id=eid("labels"))
-    figure = _figure(served, "log-mel spectrogram and rollout")
-    button.click(_bound(classify_audio, served), [upload, recording, top_k], [labels, figure])
+    labels = gr.Label(label=labels_label, elem_id=eid("labels"))
+    figure = _figure(served, figure_label)
+    button.click(_bound(classify, served), [*inputs, top_k], [labels, figure])
 
 
 def _play_tab(served: Served) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anyformer.core.cli.errors import ArgumentParser, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, positive_int, reports_usage_errors
 from anyformer.rl.envs import MINATAR_NAMESPACE, env_spec_summary, make_env
 from anyformer.rl.experts import DEFAULT_EPSILON, POLICIES, build_policy, plan_episodes
 from anyformer.rl.trajectories import Trajectories, save_trajectories
@@ -126,13 +126,6 @@ def summarize(trajectories: Trajectories) -> str:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -148,12 +141,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--env", required=True, help="environment id, e.g. CartPole-v1 or MinAtar/Breakout-v1")
     parser.add_argument("--policy", required=True, choices=POLICIES, help="behaviour policy")
-    parser.add_argument("--episodes", required=True, type=_positive_int, help="number of episodes")
+    parser.add_argument("--episodes", required=True, type=positive_int, help="number of episodes")
     parser.add_argument("--out", required=True, type=Path, help="output .npz file (missing folders are created)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole collection (default: 0)")
     parser.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="truncate episodes after this many steps (default: the environment's limit)",
     )

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anyformer.core.cli.errors import ArgumentParser, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, positive_int, reports_usage_errors
 from anyformer.core.train import run_record
 from anyformer.core.train.atomic import atomic_open
 from anyformer.core.train.checkpoint import CheckpointError, load_task
@@ -226,13 +226,6 @@ def _targets(text: str) -> list[float]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG, description="Play a Decision Transformer checkpoint conditioned on a target return."
@@ -244,12 +237,12 @@ def build_parser() -> ArgumentParser:
     target.add_argument(
         "--targets", type=_targets, help="comma-separated returns, e.g. 100,200,300,500: prints target vs achieved"
     )
-    parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes per target (default 10)")
+    parser.add_argument("--episodes", type=positive_int, default=10, help="episodes per target (default 10)")
     parser.add_argument(
         "--seed", type=int, default=0, help="episode i is reset with seed + i; seeds the sampler too (default 0)"
     )
     parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="cap on steps per episode")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="cap on steps per episode")
     parser.add_argument("--frames", type=Path, metavar="OUT.png", help="write a frame strip of the first episode")
     parser.add_argument("--run-name", help="also record the returns in runs/RUN_NAME/run.json")
     return parser

@@ -55,3 +55,26 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
                 if value:
                     columns.setdefault(key, []).append(float(value))
     return columns
+
+
+def untrained_cartpole_dt(path: Path) -> Path:
+    """An untrained CartPole Decision Transformer checkpoint at ``path`` (its episodes are short), seeded, as
+    Lightning wrote them before hyperparameters were saved: the state dict, Lightning's version and
+    anyformer's section, no ``hyper_parameters``."""
+    import pytorch_lightning as pl
+    import torch
+
+    from anyformer.core.config import TransformerConfig
+    from anyformer.rl.dt import DTConfig
+    from anyformer.rl.dt_task import DTModule
+
+    torch.manual_seed(0)
+    cfg = DTConfig(obs_shape=(4,), n_actions=2, context_len=4, max_timestep=500,
+                   transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, position="none"))  # fmt: skip
+    module = DTModule(cfg)
+    module.env_id = "CartPole-v1"
+    checkpoint = {"state_dict": module.state_dict(), "pytorch-lightning_version": pl.__version__}
+    module.on_save_checkpoint(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path

@@ -11,17 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import soundfile
 import torch
 from PIL import Image
 
 import anyformer
 from anyformer.api import TaskMismatchError
-from anyformer.core.config import TransformerConfig
 from anyformer.core.train.base import TaskModule
 from anyformer.core.train.checkpoint import CheckpointError, load_task
-from anyformer.rl.dt import DTConfig
 from anyformer.rl.dt_task import DTModule
 from anyformer.rl.envs import make_env
 from anyformer.rl.rollout import rollout
@@ -30,7 +27,7 @@ from anyformer.text.gpt.generate import main as generate_cli
 from anyformer.text.sentence_encoding import encode_sentence
 from anyformer.text.seq2seq.translate import main as translate_cli
 from anyformer.vision.classify import classify_images
-from tests.helpers import run_cli
+from tests.helpers import run_cli, untrained_cartpole_dt
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -103,16 +100,7 @@ def seq2seq_ckpt(workdir) -> Path:
 @pytest.fixture(scope="module")
 def dt_ckpt(tmp_path_factory) -> Path:
     """An untrained CartPole checkpoint as Lightning wrote them before hyperparameters were saved."""
-    torch.manual_seed(0)
-    cfg = DTConfig(obs_shape=(4,), n_actions=2, context_len=4, max_timestep=500,
-                   transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, position="none"))  # fmt: skip
-    module = DTModule(cfg)
-    module.env_id = "CartPole-v1"
-    checkpoint = {"state_dict": module.state_dict(), "pytorch-lightning_version": pl.__version__}
-    module.on_save_checkpoint(checkpoint)
-    path = tmp_path_factory.mktemp("dt") / "dt.ckpt"
-    torch.save(checkpoint, path)
-    return path
+    return untrained_cartpole_dt(tmp_path_factory.mktemp("dt") / "dt.ckpt")
 
 
 # -- README and generate -------------------------------------------------------------------

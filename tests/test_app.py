@@ -19,18 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import soundfile
-import torch
 from PIL import Image
 
 import anyformer
 from anyformer.app import MISSING_GRADIO, build_parser, start
 from anyformer.app import main as app_main
-from anyformer.core.config import TransformerConfig
-from anyformer.rl.dt import DTConfig
-from anyformer.rl.dt_task import DTModule
-from tests.helpers import run_cli
+from tests.helpers import run_cli, untrained_cartpole_dt
 
 gr = pytest.importorskip("gradio", reason="Gradio is not installed: pip install -e '.[app]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'")
@@ -82,22 +77,8 @@ def checkpoints(workdir) -> dict[str, Path]:
     for task, args in fits.items():
         run_cli(workdir, [*args, "--run-name", f"{task.split('-')[0]}_app", *ONE_STEP])
         found[task] = workdir / "runs" / f"{task.split('-')[0]}_app" / "checkpoints" / "last.ckpt"
-    found["dt"] = _dt_checkpoint(workdir / "runs" / "dt_app" / "checkpoints" / "last.ckpt")
+    found["dt"] = untrained_cartpole_dt(workdir / "runs" / "dt_app" / "checkpoints" / "last.ckpt")
     return found
-
-
-def _dt_checkpoint(path: Path) -> Path:
-    """An untrained CartPole Decision Transformer (its episodes are short)."""
-    torch.manual_seed(0)
-    cfg = DTConfig(obs_shape=(4,), n_actions=2, context_len=4, max_timestep=500,
-                   transformer=TransformerConfig(dim=16, n_layers=1, n_heads=2, position="none"))  # fmt: skip
-    module = DTModule(cfg)
-    module.env_id = "CartPole-v1"
-    checkpoint = {"state_dict": module.state_dict(), "pytorch-lightning_version": pl.__version__}
-    module.on_save_checkpoint(checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-    return path
 
 
 @pytest.fixture
@@ -324,7 +305,7 @@ def test_the_page_reports_an_input_error_as_one_line_and_a_bug_with_its_tracebac
 
 # -- the command's own errors ------------------------------------------------------------------
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
-    checkpoints = {"dt": _dt_checkpoint(tmp_path / "dt.ckpt")}
+    checkpoints = {"dt": untrained_cartpole_dt(tmp_path / "dt.ckpt")}
     assert app_main(["--ckpt", str(tmp_path / "missing.ckpt"), "--port", "0"]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
     assert app_main(["--runs", str(tmp_path / "nowhere"), "--port", "0"]) == 2

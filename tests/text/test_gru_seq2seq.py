@@ -15,10 +15,10 @@ from anyformer.core.config import TransformerConfig
 from anyformer.core.decoding import GenerationConfig, beam_search
 from anyformer.core.train.checkpoint import load_task
 from anyformer.text.baselines.gru_seq2seq import ATTENTIONS, GRUSeq2Seq, GRUSeq2SeqConfig, GRUSeq2SeqModule
-from anyformer.text.seq2seq.data import IGNORE_INDEX, pad_ids, synthetic_pairs
+from anyformer.text.seq2seq.data import IGNORE_INDEX, pad_ids
 from anyformer.text.seq2seq.seq2seq import Seq2Seq, Seq2SeqConfig, bind_memory, translate_ids
-from anyformer.text.seq2seq.seq2seq_task import corpus_bleu
-from tests.helpers import data_path, read_metrics, run_cli
+from tests.helpers import data_path, run_cli
+from tests.text.test_seq2seq_e2e import check_the_translate_tool, checked_val_losses, fit_and_test
 from tests.text.test_seq2seq_model import BOS, EOS, PAD, VOCAB, _batch, _sharpen, train_on_reversal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,58 +204,25 @@ def test_multi30k_config_matches_the_transformer_parameter_count():
 
 
 DEMO = REPO / "experiments/text/gru_seq2seq_demo.yaml"
-TINY = [
-    "--data.vocab_size", "400", "--data.batch_size", "16", "--data.max_source_len", "40",
-    "--data.max_target_len", "40", "--model.val_bleu_sentences", "8",
-    "--model.config.emb_dim", "32", "--model.config.hidden_dim", "32",
-    "--model.optim.lr", "3e-3", "--model.optim.warmup_steps", "5",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-]  # fmt: skip
+TINY = ["--model.config.emb_dim", "32", "--model.config.hidden_dim", "32"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """30 optimizer steps of the demo config (shrunk), validated twice, then `test` on its checkpoint."""
-    workdir = tmp_path_factory.mktemp("gru_seq2seq")
-    run_cli(workdir, ["gru-seq2seq", "fit", "--config", str(DEMO), *TINY, "--trainer.max_steps", "30",
-                      "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2"])  # fmt: skip
-    run = workdir / "runs" / "gru_seq2seq_demo"
-    run_cli(workdir, ["gru-seq2seq", "test", "--config", str(DEMO), *TINY, "--trainer.limit_test_batches", "1",
-                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
-    return run
+    return fit_and_test(tmp_path_factory.mktemp("gru_seq2seq"), "gru-seq2seq", DEMO, TINY)
 
 
 def test_fit_and_test_log_the_seq2seq_metrics(run):
-    metrics = read_metrics(run / "metrics.csv")
-    assert len(metrics["val_loss"]) == 2 and len(metrics["val_bleu"]) == 2
-    for loss, ppl in zip(metrics["val_loss"], metrics["val_ppl"]):
-        assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
-    assert metrics["val_loss"][-1] < metrics["val_loss"][0] < math.log(400)  # improving, below a uniform guess
-    metrics = read_metrics(run / "test" / "metrics.csv")
-    for name in ("test_loss", "test_bleu_greedy", "test_bleu_beam", "test_bleu_greedy_lc", "test_bleu_beam_lc"):
-        assert len(metrics[name]) == 1 and 0.0 <= metrics[name][0] <= 100.0
+    val_loss = checked_val_losses(run)
+    assert val_loss[-1] < val_loss[0] < math.log(400)  # improving, below a uniform guess
 
 
 def test_checkpoint_alone_translates_through_the_translate_tool(run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     module = load_task(ckpt, tasks=("gru-seq2seq",))
     assert isinstance(module, GRUSeq2SeqModule) and module.src_tokenizer is module.tgt_tokenizer
-    pairs = synthetic_pairs()["test"][:6]
-    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    greedy = module.translate(sources, strategy="greedy")
-    assert module.translate(sources, strategy="beam", beams=1) == greedy
-    beam = module.translate(sources, strategy="beam", beams=4)
-
-    assert cli_main(["translate", "--ckpt", str(ckpt), "--strategy", "greedy", *sources[:2]]) == 0
-    assert capsys.readouterr().out.splitlines() == greedy[:2]
-    (tmp_path / "src.txt").write_text("\n".join(sources) + "\n", encoding="utf-8")
-    (tmp_path / "ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
-    args = ["translate", "--ckpt", str(ckpt), "--eval-src", str(tmp_path / "src.txt"),
-            "--eval-ref", str(tmp_path / "ref.txt")]  # fmt: skip
-    assert cli_main(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["greedy", "sacreBLEU", f"{corpus_bleu(greedy, references):.2f}"]
-    assert lines[1].split()[:3] == ["beam-4", "sacreBLEU", f"{corpus_bleu(beam, references):.2f}"]
+    check_the_translate_tool(ckpt, module, tmp_path, capsys)
 
 
 def test_multi30k_config_parses(capsys):

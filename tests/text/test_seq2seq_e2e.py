@@ -16,47 +16,62 @@ from tests.helpers import data_path, read_metrics, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments/text/seq2seq_demo.yaml"
-TINY = [
+SHRUNK = [
     "--data.vocab_size", "400", "--data.batch_size", "16", "--data.max_source_len", "40",
     "--data.max_target_len", "40", "--model.val_bleu_sentences", "8",
-    "--model.config.encoder.dim", "32", "--model.config.encoder.n_layers", "1",
-    "--model.config.decoder.dim", "32", "--model.config.decoder.n_layers", "1",
     "--model.optim.lr", "3e-3", "--model.optim.warmup_steps", "5",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]  # fmt: skip
+"""What every seq2seq demo config is shrunk by (with its model's own sizes) for :func:`fit_and_test`."""
+TINY = [
+    "--model.config.encoder.dim", "32", "--model.config.encoder.n_layers", "1",
+    "--model.config.decoder.dim", "32", "--model.config.decoder.n_layers", "1",
+]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """30 optimizer steps of the demo config (shrunk), validated twice, then `test` on its checkpoint."""
-    workdir = tmp_path_factory.mktemp("seq2seq")
-    fit = ["seq2seq", "fit", "--config", str(DEMO), *TINY, "--trainer.max_steps", "30",
+def fit_and_test(workdir: Path, task: str, config: Path, model: list[str]) -> Path:
+    """30 optimizer steps of ``config`` shrunk by :data:`SHRUNK` and ``model``, validated twice, then `test`
+    on its checkpoint: the run folder. The fit's ``metrics.csv`` is also kept as ``fit_metrics.csv``."""
+    options = [*SHRUNK, *model]
+    fit = [task, "fit", "--config", str(config), *options, "--trainer.max_steps", "30",
            "--trainer.val_check_interval", "15", "--trainer.limit_val_batches", "2"]  # fmt: skip
     run_cli(workdir, fit)
-    run = workdir / "runs" / "seq2seq_demo"
+    run = workdir / "runs" / config.stem
     shutil.copy(run / "metrics.csv", run / "fit_metrics.csv")  # kept: `test` must not touch the fit's log
-    test = ["seq2seq", "test", "--config", str(DEMO), *TINY, "--trainer.limit_test_batches", "1",
+    test = [task, "test", "--config", str(config), *options, "--trainer.limit_test_batches", "1",
             "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]  # fmt: skip
     run_cli(workdir, test)
     return run
 
 
-def test_fit_and_test_log_loss_perplexity_and_bleu(run):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """30 optimizer steps of the demo config (shrunk), validated twice, then `test` on its checkpoint."""
+    return fit_and_test(tmp_path_factory.mktemp("seq2seq"), "seq2seq", DEMO, TINY)
+
+
+def checked_val_losses(run: Path) -> list[float]:
+    """The metrics every seq2seq family logs, checked: val loss, perplexity (its exp) and BLEU at both
+    validations of the fit, each test loss and BLEU once; returns the val losses."""
     metrics = read_metrics(run / "fit_metrics.csv")
     assert len(metrics["val_loss"]) == 2 and len(metrics["val_bleu"]) == 2
     for loss, ppl in zip(metrics["val_loss"], metrics["val_ppl"]):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
-    assert metrics["val_loss"][-1] < min(5.0, metrics["val_loss"][0])  # uniform guess: ln(400) = 5.99
-    assert (run / "metrics.csv").read_text() == (run / "fit_metrics.csv").read_text()
-    metrics = read_metrics(run / "test" / "metrics.csv")  # validate/test log into runs/<name>/<subcommand>/
+    tested = read_metrics(run / "test" / "metrics.csv")  # validate/test log into runs/<name>/<subcommand>/
     for name in ("test_loss", "test_bleu_greedy", "test_bleu_beam", "test_bleu_greedy_lc", "test_bleu_beam_lc"):
-        assert len(metrics[name]) == 1 and 0.0 <= metrics[name][0] <= 100.0
+        assert len(tested[name]) == 1 and 0.0 <= tested[name][0] <= 100.0
+    return metrics["val_loss"]
 
 
-def test_checkpoint_alone_translates_and_the_tool_reproduces_its_bleu(run, tmp_path, capsys):
-    ckpt = run / "checkpoints" / "last.ckpt"
-    module = load_task(ckpt, tasks=("seq2seq",))
-    assert module.src_tokenizer is module.tgt_tokenizer  # shared vocabulary restored as one object
+def test_fit_and_test_log_loss_perplexity_and_bleu(run):
+    val_loss = checked_val_losses(run)
+    assert val_loss[-1] < min(5.0, val_loss[0])  # uniform guess: ln(400) = 5.99
+    assert (run / "metrics.csv").read_text() == (run / "fit_metrics.csv").read_text()
+
+
+def check_the_translate_tool(ckpt: Path, module, tmp_path: Path, capsys) -> None:
+    """``module`` (loaded from ``ckpt``) translates six synthetic test sentences, beam 1 as greedy; `anyformer
+    translate` from ``ckpt`` alone prints the same greedy translations and the sacreBLEU of both strategies."""
     pairs = synthetic_pairs()["test"][:6]
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
     greedy = module.translate(sources, strategy="greedy")
@@ -76,6 +91,13 @@ def test_checkpoint_alone_translates_and_the_tool_reproduces_its_bleu(run, tmp_p
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["greedy", "sacreBLEU", f"{corpus_bleu(greedy, references):.2f}"]
     assert lines[1].split()[:3] == ["beam-4", "sacreBLEU", f"{corpus_bleu(beam, references):.2f}"]
+
+
+def test_checkpoint_alone_translates_and_the_tool_reproduces_its_bleu(run, tmp_path, capsys):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    module = load_task(ckpt, tasks=("seq2seq",))
+    assert module.src_tokenizer is module.tgt_tokenizer  # shared vocabulary restored as one object
+    check_the_translate_tool(ckpt, module, tmp_path, capsys)
 
 
 def test_translate_warns_about_a_too_long_sentence(run, capsys, caplog):

@@ -45,8 +45,8 @@ from anyformer.core.train.atomic import atomic_write_text
 from anyformer.text.gpt.decode_eval import distinct_n
 from anyformer.text.preference.dpo import continuation_kl, continuation_logprobs
 from anyformer.text.preference.sampling import (
-    SST2_SPLITS,
     Continuation,
+    add_prompt_arguments,
     encode_prompt,
     load_classifier,
     load_policy,
@@ -119,13 +119,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--judge", required=True, help="another sentence classifier (`anyformer text-bow fit`)")
     parser.add_argument("--prompts", type=positive_int, default=500, help="number of prompts (default 500)")
     parser.add_argument("--best-of", type=positive_int, default=1, help="samples per prompt, the reward's best kept")
-    parser.add_argument("--split", choices=SST2_SPLITS, default="dev", help="SST-2 split of the prompts")
-    parser.add_argument("--first", type=int, default=0, help="skip this many prompts of the split (default 0)")
-    parser.add_argument(
-        "--prompt-file", help="UTF-8 sentences, one per line, to take the prompts from instead of SST-2"
-    )
-    parser.add_argument("--prompt-words", type=positive_int, default=3, help="words per prompt (default 3)")
-    parser.add_argument("--new-tokens", type=positive_int, default=24, help="most tokens per continuation")
+    add_prompt_arguments(parser, split="dev")
     parser.add_argument("--positive", default="positive", help="the classifiers' positive class")
     parser.add_argument("--show", type=int, default=3, help="samples to print (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")

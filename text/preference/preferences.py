@@ -28,7 +28,7 @@ from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, 
 from anyformer.core.train import run_record
 from anyformer.text.preference.pairs import PreferencePair, write_pairs
 from anyformer.text.preference.sampling import (
-    SST2_SPLITS,
+    add_prompt_arguments,
     load_classifier,
     load_policy,
     positive_probability,
@@ -50,13 +50,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--prompts", type=positive_int, required=True, help="number of prompts")
     parser.add_argument("--samples", type=positive_int, required=True, help="continuations per prompt (>= 2)")
     parser.add_argument("--out", required=True, help="the JSONL file to write")
-    parser.add_argument("--split", choices=SST2_SPLITS, default="train", help="SST-2 split of the prompts")
-    parser.add_argument("--first", type=int, default=0, help="skip this many prompts of the split (default 0)")
-    parser.add_argument(
-        "--prompt-file", help="UTF-8 sentences, one per line, to take the prompts from instead of SST-2"
-    )
-    parser.add_argument("--prompt-words", type=positive_int, default=3, help="words per prompt (default 3)")
-    parser.add_argument("--new-tokens", type=positive_int, default=24, help="most tokens per continuation")
+    add_prompt_arguments(parser, split="train")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     parser.add_argument("--positive", default="positive", help="the reward model's class to reward")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")

@@ -10,6 +10,7 @@ probability of its ``positive`` class for the whole sentence, prompt + continuat
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from anyformer.core.cli.errors import UsageError
+from anyformer.core.cli.errors import UsageError, positive_int
 from anyformer.core.decoding import GenerationConfig, generate
 from anyformer.core.train.checkpoint import load_task
 from anyformer.text.classification_data import read_table, sst2_table
@@ -111,6 +112,19 @@ def first_words(sentences: Sequence[str], n_prompts: int, words: int, first: int
             f"{where} has {len(prompts)} distinct {words}-word prompts; {first} + {n_prompts} were asked for"
         )
     return prompts[first : first + n_prompts]
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+    """The options :func:`read_prompts` and :func:`sample_continuations` read (``--split``, ``--first``,
+    ``--prompt-file``, ``--prompt-words``, ``--new-tokens``), the same in every command that samples
+    continuations of prompts; ``split`` is the default SST-2 split."""
+    parser.add_argument("--split", choices=SST2_SPLITS, default=split, help="SST-2 split of the prompts")
+    parser.add_argument("--first", type=int, default=0, help="skip this many prompts of the split (default 0)")
+    parser.add_argument(
+        "--prompt-file", help="UTF-8 sentences, one per line, to take the prompts from instead of SST-2"
+    )
+    parser.add_argument("--prompt-words", type=positive_int, default=3, help="words per prompt (default 3)")
+    parser.add_argument("--new-tokens", type=positive_int, default=24, help="most tokens per continuation")
 
 
 def read_prompts(

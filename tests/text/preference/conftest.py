@@ -21,6 +21,25 @@ LETTERS = "abcdefgh"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+def preferences_argv(letters: dict[str, Path], policy: Path, reward: Path, *options: str) -> list[str]:
+    """``anyformer preferences`` sampling ``policy`` on the letters' prompt file, scored by ``reward``."""
+    return ["preferences", "--policy", str(policy), "--reward", str(reward),
+            "--prompt-file", str(letters["prompts"]), *options]  # fmt: skip
+
+
+def preference_eval_argv(letters: dict[str, Path], policy: Path, reference: Path, *options: str) -> list[str]:
+    """``anyformer preference-eval`` of ``policy`` against ``reference`` on the letters' prompt file, with the
+    letters' reward model and judge."""
+    return ["preference-eval", "--policy", str(policy), "--reference", str(reference),
+            "--reward", str(letters["reward"]), "--judge", str(letters["judge"]),
+            "--prompt-file", str(letters["prompts"]), *options]  # fmt: skip
+
+
+def dpo_fit_argv(pairs: Path | str, policy: Path) -> list[str]:
+    """``anyformer dpo fit`` of the DPO config on ``pairs``, starting from ``policy``."""
+    return ["dpo", "fit", "--config", str(DPO_CONFIG), f"--data.pairs={pairs}", f"--data.policy={policy}"]
+
+
 def letter_sentences(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 8))) for _ in range(count)]

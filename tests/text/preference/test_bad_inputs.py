@@ -5,9 +5,17 @@ import torch
 
 from anyformer.text.preference.dpo_task import DPOConfig, DPOModule
 from tests.helpers import run_cli
-from tests.text.preference.conftest import DPO_CONFIG, LETTERS, QUIET, letter_policy
+from tests.text.preference.conftest import (
+    LETTERS,
+    QUIET,
+    dpo_fit_argv,
+    letter_policy,
+    preference_eval_argv,
+    preferences_argv,
+)
 
 FIT_TINY = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", *QUIET]
+PAIRS_OF_TWO = ["--prompts", "2", "--samples", "2", "--out", "out.jsonl"]
 
 
 def _error_line(capsys, command: str) -> str:
@@ -26,81 +34,27 @@ def pairs_file(letters):
 
 
 def test_a_reward_model_that_is_not_a_classifier_is_refused(letters, capsys):
-    argv = [
-        "preferences",
-        "--policy",
-        str(letters["policy"]),
-        "--reward",
-        str(letters["policy"]),
-        "--prompts",
-        "2",
-        "--samples",
-        "2",
-        "--out",
-        "out.jsonl",
-        "--prompt-file",
-        str(letters["prompts"]),
-    ]
+    argv = preferences_argv(letters, letters["policy"], letters["policy"], *PAIRS_OF_TWO)
     run_cli(letters["folder"], argv, expect=2)
     line = _error_line(capsys, "preferences")
     assert "--reward" in line and "is a 'gpt' checkpoint" in line and "sentence classifier" in line
 
 
 def test_a_policy_that_is_not_a_gpt_is_refused(letters, pairs_file, capsys):
-    argv = [
-        "preferences",
-        "--policy",
-        str(letters["reward"]),
-        "--reward",
-        str(letters["reward"]),
-        "--prompts",
-        "2",
-        "--samples",
-        "2",
-        "--out",
-        "out.jsonl",
-        "--prompt-file",
-        str(letters["prompts"]),
-    ]
+    argv = preferences_argv(letters, letters["reward"], letters["reward"], *PAIRS_OF_TWO)
     run_cli(letters["folder"], argv, expect=2)
     assert "is a 'text-bow' checkpoint" in _error_line(capsys, "preferences")
-    dpo = [
-        "dpo",
-        "fit",
-        "--config",
-        str(DPO_CONFIG),
-        f"--data.pairs={pairs_file}",
-        f"--data.policy={letters['reward']}",
-    ]
+    dpo = dpo_fit_argv(pairs_file, letters["reward"])
     run_cli(letters["folder"], [*dpo, *FIT_TINY, "--run-name", "not_a_gpt"], expect=2)
     assert "is a 'text-bow' checkpoint; expected a GPT" in _error_line(capsys, "dpo")
 
 
 def test_a_reference_with_another_tokenizer_is_refused(letters, pairs_file, capsys):
     other = letter_policy(letters["folder"], LETTERS + "xyz", "other_tokenizer")
-    argv = [
-        "preference-eval",
-        "--policy",
-        str(letters["policy"]),
-        "--reference",
-        str(other),
-        "--reward",
-        str(letters["reward"]),
-        "--judge",
-        str(letters["judge"]),
-        "--prompt-file",
-        str(letters["prompts"]),
-    ]
+    argv = preference_eval_argv(letters, letters["policy"], other)
     run_cli(letters["folder"], argv, expect=2)
     assert "have different tokenizers" in _error_line(capsys, "preference-eval")
-    dpo = [
-        "dpo",
-        "fit",
-        "--config",
-        str(DPO_CONFIG),
-        f"--data.pairs={pairs_file}",
-        f"--data.policy={letters['policy']}",
-    ]
+    dpo = dpo_fit_argv(pairs_file, letters["policy"])
     run_cli(letters["folder"], [*dpo, f"--model.reference={other}", *FIT_TINY, "--run-name", "other_ref"], expect=2)
     line = _error_line(capsys, "dpo")
     assert "model.reference" in line and ("different tokenizers" in line or "another architecture" in line)
@@ -109,8 +63,7 @@ def test_a_reference_with_another_tokenizer_is_refused(letters, pairs_file, caps
 def test_a_malformed_pairs_line_is_named(letters, capsys):
     bad = letters["folder"] / "bad.jsonl"
     bad.write_text('{"prompt": "a b", "chosen": " a", "rejected": " c"}\n{"prompt": "a b", "chosen": " a"}\n')
-    dpo = ["dpo", "fit", "--config", str(DPO_CONFIG), f"--data.pairs={bad}", f"--data.policy={letters['policy']}"]
-    run_cli(letters["folder"], [*dpo, *FIT_TINY, "--run-name", "bad_pairs"], expect=2)
+    run_cli(letters["folder"], [*dpo_fit_argv(bad, letters["policy"]), *FIT_TINY, "--run-name", "bad_pairs"], expect=2)
     line = _error_line(capsys, "dpo")
     assert f"{bad}:2: 'rejected' is missing; expected one JSON object per line" in line
 

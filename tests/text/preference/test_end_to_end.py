@@ -11,7 +11,7 @@ from anyformer.core.train.checkpoint import read_checkpoint
 from anyformer.core.train.run_record import read_record
 from anyformer.text.preference.pairs import read_pairs
 from tests.helpers import run_cli
-from tests.text.preference.conftest import DPO_CONFIG, QUIET
+from tests.text.preference.conftest import QUIET, dpo_fit_argv, preference_eval_argv, preferences_argv
 
 PROMPTS = ["--prompt-words", "3", "--new-tokens", "16"]
 DPO_TINY = [
@@ -25,28 +25,10 @@ DPO_TINY = [
 ]
 
 
-def _evaluate(letters, policy, name) -> dict[str, float]:
-    argv = [
-        "preference-eval",
-        "--policy",
-        str(policy),
-        "--reference",
-        str(letters["policy"]),
-        "--reward",
-        str(letters["reward"]),
-        "--judge",
-        str(letters["judge"]),
-        "--prompt-file",
-        str(letters["prompts"]),
-        "--prompts",
-        "100",
-        "--first",
-        "150",
-        *PROMPTS,
-        "--run-name",
-        name,
-    ]
-    run_cli(letters["folder"], argv)
+def _evaluate(letters, policy, name, *options) -> dict[str, float]:
+    """``preference-eval`` of ``policy`` against the starting policy on 100 held-out prompts: the metrics."""
+    argv = preference_eval_argv(letters, policy, letters["policy"], "--prompts", "100", "--first", "150", *PROMPTS)
+    run_cli(letters["folder"], [*argv, *options, "--run-name", name])
     return read_record(letters["folder"] / "runs" / name)["metrics"]
 
 
@@ -54,27 +36,9 @@ def _evaluate(letters, policy, name) -> dict[str, float]:
 def tuned(letters):
     """Pairs from 150 prompts x 8 samples, then DPO on them: the run folder."""
     folder = letters["folder"]
-    argv = [
-        "preferences",
-        "--policy",
-        str(letters["policy"]),
-        "--reward",
-        str(letters["reward"]),
-        "--prompt-file",
-        str(letters["prompts"]),
-        "--prompts",
-        "150",
-        "--samples",
-        "8",
-        *PROMPTS,
-        "--out",
-        "pairs.jsonl",
-        "--run-name",
-        "pairs",
-    ]
-    run_cli(folder, argv)
-    dpo = ["dpo", "fit", "--config", str(DPO_CONFIG), "--data.pairs=pairs.jsonl", f"--data.policy={letters['policy']}"]
-    run_cli(folder, [*dpo, *DPO_TINY, *QUIET, "--run-name", "dpo"])
+    argv = preferences_argv(letters, letters["policy"], letters["reward"], "--prompts", "150", "--samples", "8")
+    run_cli(folder, [*argv, *PROMPTS, "--out", "pairs.jsonl", "--run-name", "pairs"])
+    run_cli(folder, [*dpo_fit_argv("pairs.jsonl", letters["policy"]), *DPO_TINY, *QUIET, "--run-name", "dpo"])
     return folder / "runs" / "dpo"
 
 
@@ -109,7 +73,7 @@ def test_dpo_moves_the_judge_positive_rate_up_and_keeps_the_reference_frozen(let
 
 
 def test_best_of_n_keeps_the_reward_models_favourite_and_reports_its_kl_bound(letters):
-    best = _evaluate_best_of(letters, 4)
+    best = _evaluate(letters, letters["policy"], "best_of_4", "--best-of", "4")
     base = (
         read_record(letters["folder"] / "runs" / "base_eval")["metrics"]
         if (letters["folder"] / "runs" / "base_eval" / "run.json").is_file()
@@ -117,30 +81,3 @@ def test_best_of_n_keeps_the_reward_models_favourite_and_reports_its_kl_bound(le
     )
     assert best["reward_mean"] > base["reward_mean"]
     assert best["bon_kl_bound"] == pytest.approx((torch.tensor(4.0).log().item() - 0.75) / best["mean_tokens"])
-
-
-def _evaluate_best_of(letters, n):
-    argv = [
-        "preference-eval",
-        "--policy",
-        str(letters["policy"]),
-        "--reference",
-        str(letters["policy"]),
-        "--reward",
-        str(letters["reward"]),
-        "--judge",
-        str(letters["judge"]),
-        "--prompt-file",
-        str(letters["prompts"]),
-        "--prompts",
-        "100",
-        "--first",
-        "150",
-        *PROMPTS,
-        "--best-of",
-        str(n),
-        "--run-name",
-        f"best_of_{n}",
-    ]
-    run_cli(letters["folder"], argv)
-    return read_record(letters["folder"] / "runs" / f"best_of_{n}")["metrics"]
