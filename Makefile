@@ -40,11 +40,13 @@ demo-gpt: $(STAMP)
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer gpt fit --config experiments/text/gpt_demo.yaml
 	OMP_NUM_THREADS=2 $(VENV)/bin/anyformer generate --ckpt runs/gpt_demo/checkpoints/last.ckpt --prompt "The " --strategy top-k --max-new-tokens 200 --seed 0
 
-# Every performance target in one table (see experiments/bench/__main__.py); takes a while.
+# Every performance target in one table (see experiments/bench/__main__.py), the whole fits and the
+# scaling sweep (with bench_scaling.png), and profile.md: the measured operator shares behind each NO; takes a while.
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--quick --only gpt-cpu".
 BENCH_ARGS ?=
 bench: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m anyformer.experiments.bench --threads 2 --out experiments/results/bench.md $(BENCH_ARGS)
+	OMP_NUM_THREADS=2 $(PY) -m anyformer.experiments.bench --threads 2 --out experiments/results/bench.md \
+		--out-profile experiments/results/profile.md $(BENCH_ARGS)
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -2,11 +2,17 @@
 
     python -m anyformer.experiments.bench [--quick] [--device cuda] [--only gpt-cpu,vit-tiny] [--out FILE.md]
     python -m anyformer.experiments.bench --profile [--only gpt-cpu,gpt-gen] [--out-profile FILE.md]
+    python -m anyformer.experiments.bench --only fit,scaling --out FILE.md   # whole fits; the scaling sweep
 
 Training steps (forward + backward + AdamW) against transformers' GPT-2, x-transformers, a
 minimal hand-written GPT and timm's ViT; MFU against a large matmul measured in the same run;
 KV-cache decoding (greedy, beam, batched sampling) against transformers' ``generate()`` and
 against the memory-bandwidth bound; peak training memory, each model in a fresh process.
+``fit``: ``anyformer gpt fit`` of the main job (gpt-cpu) and at gpt-small, its tokens/s against the raw
+step of the same model and where the rest of its time goes (bench/fit.py). ``scaling``: step time, peak
+memory and attention's share against sequence length and width, with a plot beside ``--out``
+(bench/scaling.py). With ``--out-profile`` the run also profiles the cases behind every row below its
+target and writes them there (bench/explain.py).
 Contenders take turns within each measurement (A, B, A, B, ...) and the median is reported,
 so a busy machine slows all of them alike; read the ratios, not the absolute numbers.
 On ``--device cuda`` everything runs under bf16 autocast and MFU is against bf16 matmul.
@@ -31,6 +37,8 @@ import torch
 
 from anyformer.core.train import hardware
 from anyformer.core.train.atomic import atomic_write_text
+from anyformer.experiments.bench.explain import explain
+from anyformer.experiments.bench.fit import fit_rows, fit_timings, render_fits
 from anyformer.experiments.bench.generation import generation_rows
 from anyformer.experiments.bench.memory import memory_rows
 from anyformer.experiments.bench.profile_cases import (
@@ -41,6 +49,7 @@ from anyformer.experiments.bench.profile_cases import (
     render_profile,
 )
 from anyformer.experiments.bench.report import Row, render_markdown, render_text
+from anyformer.experiments.bench.scaling import FULL_GRID, QUICK_GRID, plot_scaling, render_scaling, scaling_points
 from anyformer.experiments.bench.shapes import (
     ALL_SHAPES,
     GENERATION_SHAPES,
@@ -53,6 +62,10 @@ from anyformer.experiments.bench.timing import Runtime
 from anyformer.experiments.bench.train import gpt_train_rows, vit_train_rows
 
 QUICK_NEW_TOKENS = (8, 32)  # --quick: generation lengths that keep a smoke run to seconds
+SECTIONS = ("fit", "scaling")
+"""Selectable by ``--only`` beside the shapes: the whole fits (gpt-cpu and gpt-small) and the scaling sweep."""
+FIT_SHAPES = ["gpt-cpu", "gpt-small"]
+SCALING_PLOT = "bench_scaling.png"  # written beside --out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--only",
-        help=f"comma-separated, from {','.join(ALL_SHAPES)} (default: all; on the CPU all but "
+        help=f"comma-separated, from {','.join(ALL_SHAPES + SECTIONS)} (default: all; on the CPU all but "
         f"{','.join(GPU_ONLY_SHAPES)})",
     )
     parser.add_argument("--out", type=Path, help="also write the table as markdown to this file")
@@ -74,17 +87,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd anyformer rows (slow to compile)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows (one process per model)")
     parser.add_argument("--profile", action="store_true", help="profile where each step's time goes instead")
-    parser.add_argument("--out-profile", type=Path, help="with --profile: write the profile as markdown to this file")
+    parser.add_argument(
+        "--out-profile",
+        type=Path,
+        help="with --profile: write the profile as markdown to this file; without: profile the cases behind "
+        "every row below its target and write them there",
+    )
     parser.add_argument("--profile-steps", type=int, help="with --profile: steps profiled per case (default 5)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # for the header of the table
-    only = ",".join(default_shapes(args.device)) if args.only is None else args.only
+    default = default_shapes(args.device) + (() if args.profile else SECTIONS)
+    only = ",".join(default) if args.only is None else args.only
     args.only = [name.strip() for name in only.split(",") if name.strip()]
-    unknown = [name for name in args.only if name not in ALL_SHAPES]
+    unknown = [name for name in args.only if name not in ALL_SHAPES + SECTIONS]
     if unknown or not args.only:
-        parser.error(f"--only: unknown or empty {unknown or args.only}; choose from {', '.join(ALL_SHAPES)}")
-    if not args.profile and (args.out_profile or args.profile_steps is not None):
-        parser.error("--out-profile and --profile-steps go with --profile")
+        parser.error(f"--only: unknown or empty {unknown or args.only}; choose from {', '.join(ALL_SHAPES + SECTIONS)}")
+    if not args.profile and args.profile_steps is not None:
+        parser.error("--profile-steps goes with --profile")
+    if args.out_profile and args.device != "cpu":
+        parser.error("--out-profile profiles CPU steps: drop --device cuda")
+    if args.profile and [name for name in args.only if name in SECTIONS]:
+        parser.error(f"--profile profiles shapes: {', '.join(SECTIONS)} are measured by a plain run")
     if args.profile and (args.out or args.compile or args.device != "cpu"):
         parser.error("--profile profiles eager CPU steps: drop --out (use --out-profile), --compile and --device cuda")
     args.profile_steps = 5 if args.profile_steps is None else args.profile_steps
@@ -93,16 +116,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], str]:
-    """Measure what ``args`` selects; returns the rows and a header saying how they were measured."""
+def make_runtime(args: argparse.Namespace) -> Runtime:
     repeats = args.repeats or (1 if args.quick else 5)
-    runtime = Runtime(
+    return Runtime(
         device=args.device, threads=args.threads, repeats=repeats, calls=1 if args.quick else 3, compile=args.compile
     )
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], str]:
+    """Measure the shapes ``args`` selects; returns the rows and a header saying how they were measured."""
+    runtime = make_runtime(args)
     torch.set_num_threads(runtime.threads)
     matmul_size = 1024 if args.quick else (8192 if runtime.device == "cuda" else 2048)
     rows: list[Row] = []
     for name in args.only:
+        if name in SECTIONS:
+            continue  # run_sections
         if name in GPT_SHAPES:
             rows += gpt_train_rows(name, GPT_SHAPES[name], runtime, matmul_size)
             if not args.no_memory:
@@ -117,6 +146,26 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
                 shape = dataclasses.replace(shape, new_tokens=QUICK_NEW_TOKENS)
             rows += generation_rows(name, shape, runtime, quick=args.quick)
     return rows, header(args, runtime)
+
+
+def run_sections(args: argparse.Namespace, runtime: Runtime) -> tuple[list[Row], list[str], list]:
+    """The whole fits and the scaling sweep, where ``args.only`` selects them: their rows for the main
+    table, their markdown sections, and the fits' timings (which the profile explains)."""
+    rows, sections, fits = [], [], []
+    if "fit" in args.only:
+        fits = fit_timings(FIT_SHAPES, runtime, args.quick)
+        rows += fit_rows(fits)
+        if fits:
+            sections.append(render_fits(fits))
+    if "scaling" in args.only:
+        grid = QUICK_GRID if args.quick else FULL_GRID
+        sweep_runtime = dataclasses.replace(runtime, calls=1)  # steps of tens of ms and more: one per turn
+        points = scaling_points(grid, sweep_runtime, memory=not args.no_memory)
+        plot = None
+        if args.out is not None and plot_scaling(points, args.out.parent / SCALING_PLOT):
+            plot = SCALING_PLOT
+        sections.append(render_scaling(points, grid, plot))
+    return rows, sections, fits
 
 
 def cpu_name() -> str:
@@ -186,12 +235,22 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nwrote {args.out_profile}")
         return
     rows, head = run(args)
+    runtime = make_runtime(args)
+    more_rows, sections, fits = run_sections(args, runtime)
+    rows += more_rows
     print(head, end="\n\n")
     print(render_text(rows))
+    for section in sections:
+        print("\n" + section)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, render_markdown(rows, head))
+        atomic_write_text(args.out, render_markdown(rows, head, sections))
         print(f"\nwrote {args.out}")
+    if args.out_profile:
+        profile = explain(rows, fits, runtime, args.profile_steps, profile_header(args, runtime))
+        args.out_profile.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out_profile, profile)
+        print(f"wrote {args.out_profile}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ current size through ``/proc/self/clear_refs`` at the start (``getrusage``'s max
 does not see tensor storage.
 
     python -m anyformer.experiments.bench.memory gpt-cpu transformers --device cpu --threads 2   # prints bytes
+    python -m anyformer.experiments.bench.memory gpt:8,256,6,6,384,65 minimal   # any GPT shape: B,T,L,H,D,V
 """
 
 from __future__ import annotations
@@ -71,11 +72,24 @@ def _warm_up(build: Callable, shape: GPTShape | ViTShape, batch: Callable, runti
     step()
 
 
+GPT_SPEC = "gpt:"
+
+
+def gpt_spec(shape: GPTShape) -> str:
+    """A GPT shape outside ``GPT_SHAPES`` as a name :func:`measure_here` takes: ``gpt:B,T,L,H,D,V``."""
+    return GPT_SPEC + ",".join(str(n) for n in (shape.batch, shape.context, shape.n_layers, shape.n_heads,
+                                                shape.dim, shape.vocab))  # fmt: skip
+
+
 def measure_here(shape_name: str, peer: str, runtime: Runtime) -> int:
-    """Peak bytes of two training steps of ``peer`` at ``shape_name``, in this process."""
+    """Peak bytes of two training steps of ``peer`` at ``shape_name`` (a name of ``GPT_SHAPES`` or
+    ``VIT_SHAPES``, or a :func:`gpt_spec`), in this process."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(0)
-    if shape_name in GPT_SHAPES:
+    if shape_name.startswith(GPT_SPEC):
+        sizes = (int(n) for n in shape_name[len(GPT_SPEC) :].split(","))
+        shape, builders, batch = GPTShape(*sizes), GPT_PEERS, gpt_batch
+    elif shape_name in GPT_SHAPES:
         shape, builders, batch = GPT_SHAPES[shape_name], GPT_PEERS, gpt_batch
     elif shape_name in VIT_SHAPES:
         shape, builders, batch = VIT_SHAPES[shape_name], VIT_PEERS, vit_batch
@@ -83,7 +97,7 @@ def measure_here(shape_name: str, peer: str, runtime: Runtime) -> int:
         raise ValueError(f"no training shape named {shape_name!r}; known: {[*GPT_SHAPES, *VIT_SHAPES]}")
     if peer not in builders:
         raise ValueError(f"no peer named {peer!r} for {shape_name}; known: {list(builders)}")
-    _warm_up(builders[peer], TINY_GPT if shape_name in GPT_SHAPES else TINY_VIT, batch, runtime)
+    _warm_up(builders[peer], TINY_GPT if isinstance(shape, GPTShape) else TINY_VIT, batch, runtime)
     inputs, targets = batch(shape)
     if runtime.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -121,7 +135,7 @@ def memory_rows(shape_name: str, peers: list[str], runtime: Runtime) -> list[Row
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("shape", choices=[*GPT_SHAPES, *VIT_SHAPES])
+    parser.add_argument("shape", help=f"one of {[*GPT_SHAPES, *VIT_SHAPES]} or {GPT_SPEC}B,T,L,H,D,V")
     parser.add_argument("peer")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 COLUMNS = ("shape", "measure", "unit", "anyformer", "peer", "peer value", "ratio", "target", "ok")
@@ -70,8 +71,11 @@ def render_text(rows: list[Row]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def render_markdown(rows: list[Row], header: str) -> str:
-    """``header`` (how and where it was measured) followed by the table as GitHub markdown."""
+def render_markdown(rows: list[Row], header: str, sections: Sequence[str] = ()) -> str:
+    """``header`` (how and where it was measured), the table as GitHub markdown, then ``sections``
+    (markdown of their own: the whole fits, the scaling sweep)."""
     lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    for section in sections:
+        lines += ["", section]
     return "\n".join(lines) + "\n"

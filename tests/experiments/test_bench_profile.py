@@ -139,7 +139,7 @@ def test_profile_cli_writes_one_section_per_case_with_shares_summing_to_100(tmp_
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--out-profile", "x.md"],
+        ["--out-profile", "x.md", "--device", "cuda"],
         ["--profile-steps", "2"],
         ["--profile", "--out", "x.md"],
         ["--profile", "--profile-steps", "0"],
