@@ -30,6 +30,8 @@ documented in the header of every comparison file; in short::
                                       # or `shortest` (the smallest last-validation wall_s of the rows)
         summary: [mean, worst]        # optional: rows under the runs, the mean and the minimum of each
                                       # metric column over them (e.g. leave-one-speaker-out folds)
+        reference: run_name           # optional: a row of the table (a run or a seed group) that the
+                                      # `<metric>_max_gap` columns compare every row's curve with
     figures: [eval_name, ...]         # optional: evaluation runs that draw runs/<name>/figure.png
                                       # (`anyformer attention ... --run-name`); the report shows them
     samples: [eval_name, ...]         # optional: `anyformer preference-eval` runs whose first samples
@@ -64,6 +66,9 @@ SEED_OPTION = "--seed_everything"
 """The only override in which the runs of a group may differ."""
 SUMMARIES = ("mean", "worst")
 """Summary rows a table may add under its runs."""
+GAP_SUFFIX = "_max_gap"
+"""A column ``<metric>_max_gap``: the largest relative gap of a row's ``<metric>`` from the table's
+``reference`` over the validations both logged at the same step (anyformer.experiments.report_tables)."""
 SHORTEST = "shortest"
 """``at_wall_s: shortest``: the budget is the smallest last-validation wall_s among a table's rows."""
 FIGURE_TOOL = "attention"
@@ -150,6 +155,8 @@ class TableSpec:
     summary: tuple[str, ...] = ()
     """Rows added under the runs, each over the runs' numbers: ``mean`` and/or ``worst`` (the minimum),
     e.g. the mean and the worst held-out speaker of a leave-one-speaker-out table."""
+    reference: str | None = None
+    """The row (a run, or a seed group) that GAP_SUFFIX columns measure every other row against."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +265,29 @@ def _at_wall_s(where: str, value: Any) -> float | str | None:
     return float(value)
 
 
+def _reference(where: str, table: dict[str, Any], rows: tuple[str, ...], groups: dict[str, list[str]]) -> str | None:
+    """The table's ``reference``: a row of it (a run, or a seed group), required by GAP_SUFFIX columns."""
+    reference, gaps = table.get("reference"), [c for c in table["columns"] if str(c).endswith(GAP_SUFFIX)]
+    if reference is None:
+        if gaps:
+            raise UsageError(f"{where}.columns {gaps} compare rows with a reference run: add `reference: <run>`")
+        return None
+    group_of = {run: group for group, members in groups.items() for run in members}
+    labels = list(dict.fromkeys(group_of.get(run, run) for run in rows))
+    if not isinstance(reference, str):
+        raise UsageError(f"{where}.reference must be the name of a row of the table ({labels}), got {reference!r}")
+    if reference in group_of and reference not in labels:
+        raise UsageError(
+            f"{where}.reference {reference!r} is a run of seed group {group_of[reference]!r}, "
+            "which the table shows as one row: name the group"
+        )
+    if reference not in labels:
+        raise UsageError(f"{where}.reference {reference!r} must name a row of the table: one of {labels}")
+    if gaps and table.get("at_wall_s") is not None:
+        raise UsageError(f"{where}.columns {gaps} compare whole curves and cannot be read at_wall_s")
+    return reference
+
+
 def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
     raw = _keys(where, raw, {"name", "command"}, {"after"})
     name, command = _run_name(where, raw), str(raw["command"])
@@ -296,6 +326,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         UsageError: a missing file, a bad key or value, an unknown task, a config that does not
             exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
             listed before it, a duplicate run name, a table row that is not one of the runs, a
+            table reference that is not one of its rows (or gap columns without one), a
             figure that is not an ``anyformer attention`` run of the comparison, or samples of a
             run that is not an ``anyformer preference-eval`` run of it.
     """
@@ -319,7 +350,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
     tables = []
     for i, table in enumerate(raw["tables"] or []):
         where = f"{path}: tables[{i}]"
-        table = _keys(where, table, {"title", "columns"}, {"rows", "at_wall_s", "summary"})
+        table = _keys(where, table, {"title", "columns"}, {"rows", "at_wall_s", "summary", "reference"})
         listed = _str_list(f"{where}.rows", table.get("rows", names))
         if unknown := [row for row in listed if row not in names and row not in groups]:
             raise UsageError(
@@ -332,7 +363,8 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         summary = _str_list(f"{where}.summary", table.get("summary") or [])
         if bad := [kind for kind in summary if kind not in SUMMARIES]:
             raise UsageError(f"{where}.summary {bad} must be among {list(SUMMARIES)}")
-        tables.append(TableSpec(str(table["title"]), rows, columns, _at_wall_s(where, table.get("at_wall_s")), summary))
+        at_wall_s, reference = _at_wall_s(where, table.get("at_wall_s")), _reference(where, table, rows, groups)
+        tables.append(TableSpec(str(table["title"]), rows, columns, at_wall_s, summary, reference))
     setup = []
     for i, step in enumerate(raw.get("setup") or []):
         step = _keys(f"{path}: setup[{i}]", step, {"command", "creates"}, set())

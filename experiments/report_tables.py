@@ -7,6 +7,12 @@ A table cell is a run fact or a metric:
 - any other key (``val_bpc``, ``test_acc``, ``gen_ppl``, ...): the run's final value, from run.json's
   metrics, else the last value in metrics.csv.
 
+A table with a ``reference`` row may have ``<metric>_max_gap`` columns: a row's largest relative gap
+``|m - m_ref| / |m_ref|`` from the reference over the validations both logged at the same ``step``,
+as a percentage (``—`` for the reference itself, which is the yardstick, and when no step is common).
+A seed group's curve there is the mean of its finished runs at the steps all of them logged, so a
+group row compares mean curves and a per-seed row one seed's curve with the reference's mean.
+
 A table with ``at_wall_s`` reads every row at equal wall-clock time instead: the last validation
 row of metrics.csv whose ``wall_s`` is within the budget (seconds, or ``shortest``: the smallest
 last-validation ``wall_s`` among the table's rows); ``wall_s`` and ``step`` are then that validation's,
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anyformer.experiments.comparison import SHORTEST, Run, TableSpec
+from anyformer.experiments.comparison import GAP_SUFFIX, SHORTEST, Run, TableSpec
 from anyformer.experiments.report_git import code_paths, dirty
 
 MISSING = "—"
@@ -141,6 +147,30 @@ def group_cell(members: list[RunResult], column: str, seconds: float | None = No
     return f"{statistics.fmean(numbers):{form}} ± {std:{form}} ({len(numbers)})"
 
 
+def mean_curve(results: list[RunResult], metric: str) -> dict[int, float]:
+    """Step -> the mean ``metric`` of the finished runs' validations, at the steps all of them logged it."""
+    curves = [
+        {int(row["step"]): row[metric] for row in result.validations if metric in row}
+        for result in results
+        if result.backed
+    ]
+    steps = sorted(set.intersection(*(set(curve) for curve in curves))) if curves else []
+    return {step: statistics.fmean(curve[step] for curve in curves) for step in steps}
+
+
+def max_gap(curve: dict[int, float], reference: dict[int, float]) -> float | None:
+    """The largest ``|m - m_ref| / |m_ref|`` over the steps both curves hold (a zero m_ref skipped), else None."""
+    gaps = [abs(value - reference[step]) / abs(reference[step]) for step, value in curve.items() if reference.get(step)]
+    return max(gaps) if gaps else None
+
+
+def gap_cell(members: list[RunResult], column: str, reference: list[RunResult]) -> str:
+    """A ``<metric>_max_gap`` cell: the max_gap of the members' mean curve from the reference's, in %."""
+    metric = column.removesuffix(GAP_SUFFIX)
+    gap = max_gap(mean_curve(members, metric), mean_curve(reference, metric))
+    return MISSING if gap is None else f"{100 * gap:.2f}%"
+
+
 SUMMARY_LABELS = {"mean": "**mean**", "worst": "**worst**"}
 SUMMARY_FUNCTIONS: dict[str, Callable[[list[float]], float]] = {"mean": statistics.fmean, "worst": min}
 
@@ -151,7 +181,7 @@ def summary_row(kind: str, results: list[RunResult], columns: tuple[str, ...], s
     backed = [result for result in results if result.backed]
     cells = []
     for column in columns:
-        numbers = [] if column in TEXT_FACTS or column in NUMBER_FACTS else [
+        numbers = [] if column in TEXT_FACTS or column in NUMBER_FACTS or column.endswith(GAP_SUFFIX) else [
             number for result in backed if (number := value(result, column, seconds)) is not None
         ]  # fmt: skip
         text = MISSING if not numbers else _number(column, SUMMARY_FUNCTIONS[kind](numbers))
@@ -168,14 +198,21 @@ def _label(name: str, members: list[RunResult]) -> str:
     return " ".join([name, *marks])
 
 
-def _row(name: str, members: list[RunResult], columns: tuple[str, ...], seconds: float | None) -> str:
+Reference = tuple[str, list[RunResult]]
+"""A table's reference row: its label (a run or a seed group) and its runs."""
+
+
+def _row(
+    name: str, members: list[RunResult], columns: tuple[str, ...], seconds: float | None, reference: Reference | None
+) -> str:
     backed = [result for result in members if result.backed]
-    if not backed:
-        cells = [members[0].problem] + [MISSING] * (len(columns) - 1)
-    elif len(members) == 1:
-        cells = [cell(backed[0], column, seconds) for column in columns]
-    else:
-        cells = [group_cell(backed, column, seconds) for column in columns]
+
+    def one(column: str) -> str:
+        if column.endswith(GAP_SUFFIX):
+            return MISSING if reference is None or name == reference[0] else gap_cell(backed, column, reference[1])
+        return cell(backed[0], column, seconds) if len(members) == 1 else group_cell(backed, column, seconds)
+
+    cells = [one(column) for column in columns] if backed else [members[0].problem] + [MISSING] * (len(columns) - 1)
     return f"| {_label(name, members)} | " + " | ".join(cells) + " |"
 
 
@@ -186,6 +223,12 @@ def _header(columns: tuple[str, ...]) -> list[str]:
 def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec) -> list[str]:
     backed = [result for result in results if result.backed]
     lines = []
+    if table.reference is not None and (gaps := [column for column in table.columns if column.endswith(GAP_SUFFIX)]):
+        lines.append(
+            f"{', '.join(gaps)}: the largest |m − m_ref| / |m_ref| over the validations logged at the same step "
+            f"by the row and by {table.reference}; a seed group's curve is the mean of its finished runs at each "
+            "step, and a per-seed row is that run's curve against the reference's."
+        )
     if seconds is not None:
         how = "the shortest run's last validation" if table.at_wall_s == SHORTEST else "the table's budget"
         lines.append(
@@ -267,17 +310,18 @@ def render_table(table: TableSpec, results: dict[str, RunResult], groups: dict[s
     """
     rows = [results[name] for name in table.rows]
     items = table_items(table, results, groups or {})
+    reference = next(((label, members) for label, members in items if label == table.reference), None)
     seconds = budget(table, rows)
     if table.at_wall_s is not None and seconds is None:
         seconds = float("nan")  # no timed row: every timed cell is empty
     lines = [f"### {table.title}", "", *_header(table.columns)]
-    lines += [_row(label, members, table.columns, seconds) for label, members in items]
+    lines += [_row(label, members, table.columns, seconds, reference) for label, members in items]
     lines += [summary_row(kind, rows, table.columns, seconds) for kind in table.summary]
     lines.append("")
     if any(len(members) > 1 for _, members in items):
         lines += ["<details><summary>Per-seed rows</summary>", "", *_header(table.columns)]
         grouped = [result for _, members in items if len(members) > 1 for result in members]
-        lines += [_row(result.spec.name, [result], table.columns, seconds) for result in grouped]
+        lines += [_row(result.spec.name, [result], table.columns, seconds, reference) for result in grouped]
         lines += ["", "</details>", ""]
     if footnotes := _footnotes(rows, None if seconds != seconds else seconds, table):
         lines += [line for footnote in footnotes for line in (footnote, "")]

@@ -57,18 +57,21 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
         "ours": ours_fn(ours, one, GenerationConfig("greedy", max_new_tokens=short), runtime),
         "theirs": transformers_fn(theirs, one, short, runtime, do_sample=False),
         "ours long": ours_fn(ours, one, GenerationConfig("greedy", max_new_tokens=long), runtime),
+        "theirs long": transformers_fn(theirs, one, long, runtime, do_sample=False),
     }
     # Weight-only bf16 / int8 storage (`anyformer generate --dtype`): fewer bytes read per token.
     stored = {dtype: store_weights(copy.deepcopy(ours), dtype) for dtype in WEIGHT_ONLY if runtime.device == "cpu"}
     for dtype, model in stored.items():
         greedy[f"ours {dtype}"] = ours_fn(model, one, GenerationConfig("greedy", max_new_tokens=short), runtime)
+        greedy[f"ours {dtype} long"] = ours_fn(model, one, GenerationConfig("greedy", max_new_tokens=long), runtime)
     greedy["copy"], copy_bytes = copy_probe(runtime, n_bytes=(32 if quick else 512) * 2**20)
     if runtime.compile:
         # dynamic=True: one graph for every cache length instead of a recompilation per step.
         compiled = torch.compile(ours, dynamic=True)
         greedy["ours compiled"] = ours_fn(compiled, one, GenerationConfig("greedy", max_new_tokens=short), runtime)
     seconds = interleaved(greedy, runtime)
-    tps = {key: n / seconds[key] for key, n in (("ours", short), ("theirs", short), ("ours long", long))}
+    lengths = {"ours": short, "theirs": short, "ours long": long, "theirs long": long}
+    tps = {key: n / seconds[key] for key, n in lengths.items()}
     bound = copy_bytes / seconds["copy"] / weight_bytes_per_token(ours)
     label = f"greedy B=1, {short} new"
     rows = [
@@ -78,6 +81,8 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
             name, f"greedy B=1, {long} vs {short} new", "ms/token", 1e3 / tps["ours long"],
             f"anyformer, {short} new", 1e3 / tps["ours"], higher_is_better=False,
         ),
+        Row(name, f"greedy B=1, {long} new", "tokens/s", tps["ours long"], "transformers", tps["theirs long"],
+            target=GREEDY_VS_TRANSFORMERS),
     ]  # fmt: skip
     for dtype, model in stored.items():
         stored_tps = short / seconds[f"ours {dtype}"]
@@ -87,6 +92,8 @@ def generation_rows(name: str, shape: GenerationShape, runtime: Runtime, quick: 
                 target=GREEDY_VS_TRANSFORMERS),
             Row(name, stored_label, "tokens/s", stored_tps, "weight-read bound",
                 copy_bytes / seconds["copy"] / weight_bytes_per_token(model)),
+            Row(name, f"greedy B=1, {long} new, {dtype} weights", "tokens/s", long / seconds[f"ours {dtype} long"],
+                "transformers", tps["theirs long"], target=GREEDY_VS_TRANSFORMERS),
         ]  # fmt: skip
     if runtime.compile:
         compiled_tps = short / seconds["ours compiled"]

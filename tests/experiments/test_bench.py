@@ -87,8 +87,16 @@ def test_generation_and_vit_rows_are_complete_at_tiny_sizes():
     assert any("greedy" in m for m in measures) and any("beam" in m for m in measures)
     assert any("sampling" in m for m in measures) and rows[-1].unit == "images/s"
     for dtype in ("bf16", "int8"):  # each weight storage beside transformers and beside its own bound
-        peers = [row.peer for row in rows if row.measure.endswith(f"{dtype} weights")]
+        peers = [row.peer for row in rows if row.measure.startswith("greedy B=1, 2 new, ") and dtype in row.measure]
         assert peers == ["transformers", "weight-read bound"], dtype
+    # The long generation beside transformers too, in every storage: the target holds at both lengths.
+    long_rows = [row for row in rows if row.measure.startswith("greedy B=1, 4 new")]
+    assert [row.measure for row in long_rows] == [
+        "greedy B=1, 4 new",
+        "greedy B=1, 4 new, bf16 weights",
+        "greedy B=1, 4 new, int8 weights",
+    ]
+    assert all(row.peer == "transformers" and row.target is not None for row in long_rows)
     assert all(math.isfinite(row.ours) and row.ours > 0 and row.theirs > 0 for row in rows)
 
 

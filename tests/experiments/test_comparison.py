@@ -69,6 +69,15 @@ def test_defaults_and_commands(tmp_path):
         ({"tables": [{"title": "x", "rows": ["three"], "columns": ["a"]}]}, r"rows \['three'\] are not runs"),
         ({"tables": [{"title": "x", "columns": []}]}, "must name at least one column"),
         ({"setup": [{"command": "rm -rf /", "creates": "x"}]}, "must be an `anyformer ...` command"),
+        ({"tables": [{"title": "x", "columns": ["val_loss_max_gap"]}]}, r"tables\[0\]\.columns .* add `reference"),
+        (
+            {"tables": [{"title": "x", "rows": ["one"], "columns": ["val_loss_max_gap"], "reference": "two"}]},
+            r"cmp\.yaml: tables\[0\]\.reference 'two' must name a row of the table: one of \['one'\]",
+        ),
+        (
+            {"tables": [{"title": "x", "columns": ["val_loss_max_gap"], "reference": "one", "at_wall_s": 5}]},
+            "compare whole curves and cannot be read at_wall_s",
+        ),
     ],
 )
 def test_mistakes_are_one_clear_error(tmp_path, changes, message):
@@ -126,3 +135,27 @@ def test_same_command_ignores_only_the_run_name_and_the_resume_checkpoint():
     assert same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--x=1", "--ckpt_path", "last"], planned)
     assert same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--run-name=one", "--x=1"], planned)
     assert not same_command(["anyformer", "gpt", "fit", "--config", "a.yaml", "--x=2"], planned)
+
+
+def test_a_reference_names_a_table_row_and_a_grouped_run_only_through_its_group(tmp_path):
+    runs = [{"name": "one", "task": "gpt", "config": "a.yaml", "group": "g"},
+            {"name": "two", "task": "gpt", "config": "a.yaml", "group": "g", "overrides": ["--seed_everything=2"]},
+            {"name": "three", "task": "gpt", "config": "a.yaml"}]  # fmt: skip
+    table = {"title": "x", "rows": ["g", "three"], "columns": ["val_loss", "val_loss_max_gap"]}
+    comparison = load_comparison(_write(tmp_path, runs=runs, tables=[table | {"reference": "g"}]), root=tmp_path)
+    assert comparison.tables[0].reference == "g" and comparison.tables[0].rows == ("one", "two", "three")
+    with pytest.raises(UsageError, match=r"'one' is a run of seed group 'g', .* name the group"):
+        load_comparison(_write(tmp_path, runs=runs, tables=[table | {"reference": "one"}]), root=tmp_path)
+
+
+def test_the_bf16_comparison_measures_bf16_seeds_against_the_fp32_seeds_of_the_main_job():
+    comparison = load_comparison(REPO / "experiments/comparisons/bf16_training.yaml", root=REPO)
+    (table,) = comparison.tables
+    assert table.reference == "fp32" and "val_loss_max_gap" in table.columns
+    fp32 = [run for run in comparison.runs if run.group == "fp32"]
+    bf16 = [run for run in comparison.runs if run.group == "bf16-mixed"]
+    assert set(table.rows) == {run.name for run in fp32 + bf16} and len(fp32) == len(bf16) == 3
+    assert fp32[0].name == "gpt_shakespeare_char" and fp32[0].overrides == ()  # the main job's run, shared
+    assert {run.config for run in fp32 + bf16} == {"experiments/text/gpt_shakespeare_char.yaml"}
+    for plain, mixed in zip(fp32, bf16, strict=True):  # the same seeds, bf16-mixed the only other change
+        assert mixed.overrides == ("--trainer.precision=bf16-mixed", *plain.overrides)

@@ -369,3 +369,40 @@ def test_summary_rows_give_the_mean_and_the_worst_of_each_metric(workspace):
     raw["tables"][0]["summary"] = ["median"]
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2
+
+
+def test_a_max_gap_column_gives_each_rows_largest_relative_gap_from_the_reference_at_common_steps(workspace):
+    path = workspace / "comparisons" / "toy.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["tables"] = [{"title": "Gap", "columns": ["val_bpc_max_gap", "step"], "reference": "alpha"}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    runs = workspace / "runs"
+    make_run(runs, "alpha", curve=[(10, 1.0, 2.0, 0.5), (20, 2.0, 2.5, 0.6), (30, 3.0, 2.2, 0.7)])
+    # common steps 10 (|2.02 - 2.0| / 2.0 = 1%) and 20 (|2.6 - 2.5| / 2.5 = 4%); step 25 is beta's alone
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"),
+             curve=[(10, 1.0, 2.02, 0.5), (20, 2.0, 2.6, 0.6), (25, 2.5, 9.9, 0.6)])  # fmt: skip
+    make_run(runs, "gamma", curve=[(5, 1.0, 2.0, 0.5), (15, 2.0, 2.5, 0.6)])  # no step in common with alpha
+    text = report(workspace)
+    assert row(text, "beta") == ["4.00%", "100"]
+    assert row(text, "alpha") == [MISSING, "100"]  # the reference is the yardstick, not a 0.00% measurement
+    assert row(text, "gamma") == [MISSING, "100"]
+    assert "val_bpc_max_gap: the largest |m − m_ref| / |m_ref| over the validations logged at the same step" in text
+    assert report(workspace) == text  # deterministic
+
+
+def test_a_max_gap_of_seed_groups_compares_mean_curves_and_a_seed_with_the_reference_mean(workspace):
+    _seed_comparison(workspace, columns=["val_bpc_max_gap"], reference="alpha_seeds")
+    runs = workspace / "runs"
+    make_run(runs, "alpha", curve=[(10, 1.0, 3.0, 0.5), (20, 2.0, 2.0, 0.5)])
+    make_run(runs, "alpha_s1", argv=fit_argv("alpha_s1", "--seed_everything=1"),
+             curve=[(10, 1.0, 3.2, 0.5), (20, 2.0, 2.2, 0.5), (30, 3.0, 1.0, 0.5)])  # fmt: skip
+    make_run(runs, "alpha_s2", argv=fit_argv("alpha_s2", "--seed_everything", "2"), status="failed",
+             curve=[(10, 1.0, 9.0, 0.5)])  # fmt: skip
+    # the reference's mean curve: step 10 -> 3.1, step 20 -> 2.1 (step 30: alpha_s1's alone; failed runs out)
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"),
+             curve=[(10, 1.0, 3.255, 0.5), (20, 2.0, 2.52, 0.5), (30, 3.0, 5.0, 0.5)])  # fmt: skip
+    text = report(workspace)
+    assert row(text, "alpha_seeds") == [MISSING] and row(text, "beta") == ["20.00%"]  # max(5%, 20%)
+    per_seed = text.split("<details><summary>Per-seed rows</summary>", 1)[1].split("</details>", 1)[0]
+    assert row(per_seed, "alpha") == ["4.76%"] and row(per_seed, "alpha_s1") == ["4.76%"]  # 0.1 / 2.1
+    assert row(per_seed, "alpha_s2") == ["not finished (failed)"]
