@@ -161,6 +161,7 @@ class SpeechDataModule(pl.LightningDataModule):
         compression: ``log`` or ``pcen`` (see ``SpectrogramConfig``).
         utterance_norm: ``none`` or ``cmvn`` (per-clip band normalisation).
         deltas: Delta orders stacked under the static bands (0-2).
+        n_cepstra: 0 for log-mel bands, else that many mel-frequency cepstral coefficients (MFCC).
         crop: ``center`` or ``energy``: where the window sits in a clip at validation, test and
             ``anyformer classify`` (it travels in the checkpoint's spectrogram config).
         val_fraction: Share of training clips held out for validation, for sources without an
@@ -196,6 +197,7 @@ class SpeechDataModule(pl.LightningDataModule):
         deltas: int = 0,
         crop: str = "center",
         synthetic_voices: int = 0,
+        n_cepstra: int = 0,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -229,7 +231,7 @@ class SpeechDataModule(pl.LightningDataModule):
         self._base_spectrogram = SpectrogramConfig(
             sample_rate=sample_rate, duration_s=duration_s, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
             compression=compression,
-            utterance_norm=utterance_norm, deltas=deltas, crop=crop,
+            utterance_norm=utterance_norm, deltas=deltas, crop=crop, n_cepstra=n_cepstra,
         )  # fmt: skip
         self._clips: ClipSet | None = None
         self._parts: dict[str, list[int]] | None = None

@@ -1,10 +1,10 @@
 """Log-mel spectrogram front end: waveform (B, T) -> features (B, n_features, frames).
 
-    mel power -> log (or PCEN) -> per-utterance mean/variance normalisation (optional)
+    mel power -> log (or PCEN) -> cepstra (optional: MFCC) -> per-utterance mean/variance normalisation (optional)
     -> deltas stacked under the static bands (optional) -> standardisation with training-set statistics
 
 The speech transformer reads the features as a (1, n_features, frames) image and cuts it into patches
-(``anyformer.speech.speech``). ``n_features = n_mels * (1 + deltas)``.
+(``anyformer.speech.speech``). ``n_features = (n_cepstra or n_mels) * (1 + deltas)``.
 """
 
 from __future__ import annotations
@@ -60,11 +60,20 @@ class SpectrogramConfig:
     centred on the clip's energy centroid: the word, not the silence around it)."""
     pcen_time_constant_s: float = 0.4
     """PCEN's smoother time constant, in seconds (librosa's default)."""
+    n_cepstra: int = 0
+    """0: the features are the (log) mel bands. > 0: the first ``n_cepstra`` coefficients of their
+    orthonormal DCT-II, the mel-frequency cepstrum (MFCC, as torchaudio's ``MFCC`` with
+    ``log_mels=True``): the low coefficients keep the spectral envelope (the vocal tract shaping the
+    word) and drop the fine structure of the voice's pitch harmonics, which differ between speakers."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("compression", COMPRESSIONS), ("utterance_norm", UTTERANCE_NORMS), ("crop", CROPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SpectrogramConfig.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+        if not 0 <= self.n_cepstra <= self.n_mels:
+            raise ValueError(
+                f"SpectrogramConfig.n_cepstra must be in [0, n_mels={self.n_mels}], got {self.n_cepstra!r}"
+            )
         if self.deltas not in (0, 1, 2):
             raise ValueError(f"SpectrogramConfig.deltas must be 0, 1 or 2, got {self.deltas!r}")
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "duration_s", "log_eps", "std"):
@@ -85,8 +94,8 @@ class SpectrogramConfig:
 
     @property
     def n_features(self) -> int:
-        """Rows of the feature image: the mel bands, then the same count per delta order."""
-        return self.n_mels * (1 + self.deltas)
+        """Rows of the feature image: the mel bands (or cepstra), then the same count per delta order."""
+        return (self.n_cepstra or self.n_mels) * (1 + self.deltas)
 
     @property
     def n_frames(self) -> int:
@@ -156,6 +165,9 @@ class LogMelSpectrogram(nn.Module):
             n_mels=config.n_mels,
             power=2.0,
         )
+        # (n_mels, n_cepstra): features (..., n_mels, frames) -> cepstra by dct.T @ features.
+        dct = AF.create_dct(config.n_cepstra, config.n_mels, norm="ortho") if config.n_cepstra else None
+        self.register_buffer("dct", dct, persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Compute features.
@@ -176,6 +188,8 @@ class LogMelSpectrogram(nn.Module):
             spec = pcen(spec.sqrt() * 2**31, smooth)
         else:
             spec = torch.log(spec + cfg.log_eps)
+        if self.dct is not None:
+            spec = (spec.transpose(-1, -2) @ self.dct).transpose(-1, -2)  # (B, n_cepstra, frames)
         if cfg.utterance_norm == "cmvn":
             spec = utterance_cmvn(spec)
         if cfg.deltas:

@@ -37,6 +37,24 @@ def test_cmvn_matches_torchaudios_sliding_window_over_the_whole_clip():
     torch.testing.assert_close(out.mean(-1), torch.zeros(3, 20), atol=1e-5, rtol=0)
 
 
+def test_cepstra_match_torchaudios_mfcc():
+    wave = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    config = SpectrogramConfig(n_cepstra=20)
+    reference = AT.MFCC(
+        sample_rate=8000, n_mfcc=20, log_mels=True, melkwargs={"n_fft": 256, "hop_length": 80, "n_mels": 64}
+    )  # log_mels: the natural log of the mel power plus 1e-6, our log_eps
+    ours = LogMelSpectrogram(config)(wave)
+    assert ours.shape == (2, config.n_features, config.n_frames) == (2, 20, 101)
+    torch.testing.assert_close(ours, reference(wave), atol=1e-4, rtol=1e-4)
+    with_deltas = LogMelSpectrogram(dataclasses.replace(config, deltas=1, utterance_norm="cmvn"))(wave)
+    assert with_deltas.shape == (2, 40, 101)
+    torch.testing.assert_close(with_deltas[:, :20], utterance_cmvn(ours))  # CMVN applies to the cepstra
+    # The DCT is rebuilt from the config, not saved: a checkpoint's keys do not depend on n_cepstra.
+    assert LogMelSpectrogram(config).state_dict().keys() == LogMelSpectrogram(SpectrogramConfig()).state_dict().keys()
+    with pytest.raises(ValueError, match=r"n_cepstra must be in \[0, n_mels=64\]"):
+        SpectrogramConfig(n_cepstra=65)
+
+
 def test_front_end_options_shapes_and_gain_invariance():
     wave = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
     base = SpectrogramConfig()
