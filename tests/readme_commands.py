@@ -204,10 +204,19 @@ def run_name(argv: list[str]) -> str | None:
     return name or (found[0].stem if found else argv[1])
 
 
+def _strings(value: object) -> list[str]:
+    """Every string inside a parsed YAML value (nested mappings and lists)."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
 def runs_needed(argv: list[str]) -> set[str]:
-    """The ``runs/NAME`` folders a command reads: its ``runs/NAME/...`` arguments and its config's
-    ``data.init_from``."""
+    """The ``runs/NAME`` folders a command reads: its ``runs/NAME/...`` arguments and any its config
+    names (``data.init_from``, ``data.pairs``, ``data.policy``, ...)."""
     words = list(argv)
     if task_command(argv) and (found := config_of(argv)):
-        words.append(str((found[1].get("data") or {}).get("init_from") or ""))
+        words += _strings(found[1])
     return {match.group(1) for word in words for match in re.finditer(r"\bruns/([\w.-]+)/", word)}
