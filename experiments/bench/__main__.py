@@ -123,9 +123,8 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
     )
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], str]:
+def run(args: argparse.Namespace, runtime: Runtime) -> tuple[list[Row], str]:
     """Measure the shapes ``args`` selects; returns the rows and a header saying how they were measured."""
-    runtime = make_runtime(args)
     torch.set_num_threads(runtime.threads)
     matmul_size = 1024 if args.quick else (8192 if runtime.device == "cuda" else 2048)
     rows: list[Row] = []
@@ -162,7 +161,8 @@ def run_sections(args: argparse.Namespace, runtime: Runtime) -> tuple[list[Row],
         sweep_runtime = dataclasses.replace(runtime, calls=1)  # steps of tens of ms and more: one per turn
         points = scaling_points(grid, sweep_runtime, memory=not args.no_memory)
         plot = None
-        if args.out is not None and plot_scaling(points, args.out.parent / SCALING_PLOT):
+        if args.out is not None:
+            plot_scaling(points, args.out.parent / SCALING_PLOT)
             plot = SCALING_PLOT
         sections.append(render_scaling(points, grid, plot))
     return rows, sections, fits
@@ -224,18 +224,23 @@ def run_profile(args: argparse.Namespace) -> str:
     return render_profile(cases, profile_header(args, runtime))
 
 
+def write(path: Path, text: str) -> None:
+    """``text`` to ``path`` in one piece (its folder made), and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    print(f"\nwrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.profile:
         report = run_profile(args)
         print(report, end="")
         if args.out_profile:
-            args.out_profile.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.out_profile, report)
-            print(f"\nwrote {args.out_profile}")
+            write(args.out_profile, report)
         return
-    rows, head = run(args)
     runtime = make_runtime(args)
+    rows, head = run(args, runtime)
     more_rows, sections, fits = run_sections(args, runtime)
     rows += more_rows
     print(head, end="\n\n")
@@ -243,14 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     for section in sections:
         print("\n" + section)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, render_markdown(rows, head, sections))
-        print(f"\nwrote {args.out}")
+        write(args.out, render_markdown(rows, head, sections))
     if args.out_profile:
-        profile = explain(rows, fits, runtime, args.profile_steps, profile_header(args, runtime))
-        args.out_profile.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out_profile, profile)
-        print(f"wrote {args.out_profile}")
+        write(args.out_profile, explain(rows, fits, runtime, args.profile_steps, profile_header(args, runtime)))
 
 
 if __name__ == "__main__":

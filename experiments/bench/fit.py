@@ -31,8 +31,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from anyformer.core.data import status
 from anyformer.experiments.bench.peers import Contender
-from anyformer.experiments.bench.report import Row, Target
+from anyformer.experiments.bench.report import Row, Target, number
 from anyformer.experiments.bench.timing import Runtime
 from anyformer.experiments.bench.train import train_step
 
@@ -212,12 +213,6 @@ class FitTiming:
         return {part: seconds / self.steps * 1e3 for part, seconds in self.parts.items()}
 
 
-def data_available() -> bool:
-    """Whether Tiny Shakespeare is in ``$ANYFORMER_DATA`` (the fits never download it)."""
-    root = os.environ.get("ANYFORMER_DATA")
-    return bool(root) and (Path(root) / "tinyshakespeare" / "input.txt").is_file()
-
-
 def fit_command(out: Path, steps: int, val_batches: int, raw_steps: int, overrides: list[str]) -> list[str]:
     """``anyformer gpt fit`` of the main job for ``steps`` steps, validated once at the end, profiled."""
     import anyformer.experiments
@@ -253,8 +248,10 @@ def fit_timings(shapes: list[str], runtime: Runtime, quick: bool) -> list[FitTim
     if runtime.device != "cpu":
         print("whole fits: skipped, they are measured on the CPU only", file=sys.stderr)
         return []
-    if not data_available():
-        print("whole fits: skipped, $ANYFORMER_DATA/tinyshakespeare/input.txt is absent", file=sys.stderr)
+    data = status("tinyshakespeare")  # the data layer's lookup: $ANYFORMER_DATA, then the user cache
+    if not data.present:
+        print(f"whole fits: skipped, Tiny Shakespeare is not in {data.folder} (the fits never download it)",
+              file=sys.stderr)  # fmt: skip
         return []
     steps = QUICK_FIT_STEPS if quick else FIT_STEPS
     return [run_fit(s, runtime, steps[s], 2 if quick else 20, 5 if quick else 20) for s in shapes]
@@ -289,21 +286,16 @@ def render_fits(timings: list[FitTiming]) -> str:
     for t in timings:
         cells = [
             t.shape, str(t.steps), f"{t.tokens_per_step:,}", f"{t.fit_s:.3g}", f"{t.validation_s:.3g}",
-            f"{t.tokens_per_s:,.0f}", f"{t.raw_tokens_per_s:,.0f}", f"{t.ratio:.2f}", ms(t.raw_step_s * 1e3),
-            *(ms(value) for value in t.ms_per_step().values()),
+            f"{t.tokens_per_s:,.0f}", f"{t.raw_tokens_per_s:,.0f}", f"{t.ratio:.2f}", number(t.raw_step_s * 1e3),
+            *(number(value) for value in t.ms_per_step().values()),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for t in timings:
-        others = ", ".join(f"`{name}` {ms(seconds / t.steps * 1e3)}" for name, seconds in t.others)
+        others = ", ".join(f"`{name}` {number(seconds / t.steps * 1e3)}" for name, seconds in t.others)
         lines.append(f"- {t.shape}: {explain_fit(t)} Largest profiled actions in Lightning & logging (ms/step): "
                      f"{others or 'none'}.")  # fmt: skip
     return "\n".join(lines)
-
-
-def ms(value: float) -> str:
-    """Milliseconds as a table shows them: no exponent, three significant digits below 100."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def explain_fit(timing: FitTiming) -> str:
@@ -314,8 +306,8 @@ def explain_fit(timing: FitTiming) -> str:
     outside = {part: parts[part] for part in PARTS if part not in STEP_PARTS}
     largest = max(outside, key=outside.get)
     return (
-        f"the fit's training step takes {ms(step_ms)} ms against the raw step's {ms(raw_ms)} ms "
-        f"({'+' if step_ms >= raw_ms else '-'}{ms(abs(step_ms - raw_ms))} ms, of which gradient clipping "
-        f"{ms(parts['gradient clipping'])}); beside the step, {largest} costs the most "
-        f"({ms(outside[largest])} ms/step, {outside[largest] * timing.steps / 1e3 / timing.fit_s:.1%} of the fit)."
+        f"the fit's training step takes {number(step_ms)} ms against the raw step's {number(raw_ms)} ms "
+        f"({'+' if step_ms >= raw_ms else '-'}{number(abs(step_ms - raw_ms))} ms, of which gradient clipping "
+        f"{number(parts['gradient clipping'])}); beside the step, {largest} costs the most "
+        f"({number(outside[largest])} ms/step, {outside[largest] * timing.steps / 1e3 / timing.fit_s:.1%} of the fit)."
     )

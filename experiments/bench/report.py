@@ -47,12 +47,13 @@ class Row:
     def cells(self) -> tuple[str, ...]:
         ok = "" if self.target is None else ("yes" if self.target.met(self.ratio) else "NO")
         return (
-            self.shape, self.measure, self.unit, _number(self.ours), self.peer, _number(self.theirs),
+            self.shape, self.measure, self.unit, number(self.ours), self.peer, number(self.theirs),
             f"{self.ratio:.2f}", str(self.target or ""), ok,
         )  # fmt: skip
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
+    """A value as the bench's tables show it: no exponent, three significant digits below 100, n/a for NaN."""
     if math.isnan(value):
         return "n/a"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

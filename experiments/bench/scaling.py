@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from anyformer.experiments.bench.fit import ms
 from anyformer.experiments.bench.memory import MIB, gpt_spec, measure_in_subprocess
 from anyformer.experiments.bench.peers import GPT_PEERS
 from anyformer.experiments.bench.profiling import StepProfile, profile_steps
+from anyformer.experiments.bench.report import number
 from anyformer.experiments.bench.shapes import GPTShape
 from anyformer.experiments.bench.timing import Runtime, interleaved
 from anyformer.experiments.bench.train import gpt_batch, gpt_flops_per_token, train_step
@@ -137,10 +137,6 @@ def _cell(value: float, fmt: str) -> str:
     return "n/a" if math.isnan(value) else format(value, fmt)
 
 
-def _mib(value: float) -> str:
-    return "n/a" if math.isnan(value) else ms(value)
-
-
 def render_scaling(points: list[ScalingPoint], grid: ScalingGrid, plot: str | None) -> str:
     """The section of bench.md: how it was measured, one table row per point, the plot's link."""
     ours, peer = IMPLEMENTATIONS
@@ -161,9 +157,9 @@ def render_scaling(points: list[ScalingPoint], grid: ScalingGrid, plot: str | No
     for p in points:
         cells = [
             p.sweep, str(p.shape.context), str(p.shape.dim), str(p.shape.batch), f"{p.flops_per_step / 1e9:.3g}",
-            f"{p.attention_flop_share:.0%}", ms(p.step_s[ours] * 1e3), ms(p.step_s[peer] * 1e3),
+            f"{p.attention_flop_share:.0%}", number(p.step_s[ours] * 1e3), number(p.step_s[peer] * 1e3),
             f"{p.step_s[peer] / p.step_s[ours]:.2f}", _cell(p.attention_share[ours], ".0%"),
-            _cell(p.attention_share[peer], ".0%"), _mib(p.peak_mib[ours]), _mib(p.peak_mib[peer]),
+            _cell(p.attention_share[peer], ".0%"), number(p.peak_mib[ours]), number(p.peak_mib[peer]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if plot:
@@ -171,14 +167,11 @@ def render_scaling(points: list[ScalingPoint], grid: ScalingGrid, plot: str | No
     return "\n".join(lines)
 
 
-def plot_scaling(points: list[ScalingPoint], path: Path) -> bool:
-    """Step time (with its attention part) and peak memory against T and D, one line per implementation;
-    False (nothing written) without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import NullLocator
-    except ImportError:
-        return False
+def plot_scaling(points: list[ScalingPoint], path: Path) -> None:
+    """Step time (with its attention part) and peak memory against T and D, one line per implementation."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
     figure = Figure(figsize=(11, 7), layout="constrained")
     axes = figure.subplots(2, 2)
     for column, (sweep, label) in enumerate([("sequence", "sequence length T"), ("width", "width D")]):
@@ -186,9 +179,9 @@ def plot_scaling(points: list[ScalingPoint], path: Path) -> bool:
         xs = [p.shape.context if sweep == "sequence" else p.shape.dim for p in group]
         for i, name in enumerate(IMPLEMENTATIONS):
             style = {"color": f"C{i}", "marker": "o"}
-            ms = [p.step_s[name] * 1e3 for p in group]
-            axes[0, column].plot(xs, ms, label=f"{name} step", **style)
-            attention = [m * p.attention_share[name] for m, p in zip(ms, group)]
+            step_ms = [p.step_s[name] * 1e3 for p in group]
+            axes[0, column].plot(xs, step_ms, label=f"{name} step", **style)
+            attention = [m * p.attention_share[name] for m, p in zip(step_ms, group)]
             axes[0, column].plot(xs, attention, linestyle="--", label=f"{name} attention part", **style)
             axes[1, column].plot(xs, [p.peak_mib[name] for p in group], label=name, **style)
         for row, unit in enumerate(["ms per step", "peak MiB"]):
@@ -200,4 +193,3 @@ def plot_scaling(points: list[ScalingPoint], path: Path) -> bool:
     figure.suptitle(f"training step, {points[0].shape.n_layers} layers, constant tokens per step")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    return True
