@@ -21,6 +21,7 @@ documented in the header of every comparison file; in short::
       - name: eval_name               # an evaluation run: instead of task/config, a command of a tool
         command: anyformer decode-eval --ckpt runs/run_name/checkpoints/last.ckpt ...
         after: [run_name]             # optional: earlier runs it reads (rerun when one of them is newer)
+        group: name                   # optional: the same evaluation of each run of a fit's seed group
     tables:
       - title: text
         rows: [run_name, ...]         # optional: default every run, in order
@@ -38,8 +39,11 @@ documented in the header of every comparison file; in short::
                                       # the report shows side by side, one column per run
 
 Seeds: a group's runs must have the same task and config and the same overrides except
-``--seed_everything`` (checked here), so a group is a repeat, never two settings averaged. A table's
-``rows`` may name a group instead of listing its runs.
+``--seed_everything`` (checked here), so a group is a repeat, never two settings averaged. A group of
+evaluation runs is the same command applied to each seed of one training group: each member runs
+``after`` exactly one run of that group, a different one, and the commands are equal once that run's
+name is taken out of them (e.g. a rollout of every seed's checkpoint). A table's ``rows`` may name a
+group instead of listing its runs.
 
 An evaluation run is ``<command> --run-name <name>``; its tool (one of anyformer.core.cli.tasks.EVALUATION_TOOLS)
 writes ``runs/<name>/run.json`` with its metrics itself (``anyformer.core.train.run_record.record_evaluation``).
@@ -47,6 +51,7 @@ writes ``runs/<name>/run.json`` with its metrics itself (``anyformer.core.train.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +126,8 @@ class EvalSpec:
     """The command as declared, ``("anyformer", tool, ...)``, without ``--run-name``."""
     after: tuple[str, ...] = ()
     """Runs of the same comparison it reads, which must have finished first."""
+    group: str | None = None
+    """Seed group: the same evaluation of each seed of the training group of its ``after`` run."""
 
     def argv(self) -> list[str]:
         """The command run, and recorded in ``run.json``: the declared one plus ``--run-name``."""
@@ -177,8 +184,7 @@ class Comparison:
 
     def group(self, name: str) -> str | None:
         """The seed group of run ``name``, None when it has none."""
-        spec = self.run(name)
-        return spec.group if isinstance(spec, RunSpec) else None
+        return self.run(name).group
 
     def run(self, name: str) -> Run:
         for spec in self.runs:
@@ -220,10 +226,14 @@ def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
     then = _str_list(f"{where}.then", raw.get("then", []))
     if set(then) - set(THEN_STEPS):
         raise UsageError(f"{where}.then {list(then)} may only hold {list(THEN_STEPS)}")
-    group = raw.get("group")
+    overrides = _str_list(f"{where}.overrides", raw.get("overrides", []))
+    return RunSpec(name, task, config, overrides, then, _group_name(where, raw.get("group")))
+
+
+def _group_name(where: str, group: Any) -> str | None:
     if group is not None and (not isinstance(group, str) or not group):
         raise UsageError(f"{where}.group must be a non-empty name, got {group!r}")
-    return RunSpec(name, task, config, _str_list(f"{where}.overrides", raw.get("overrides", [])), then, group)
+    return group
 
 
 def _without_seed(spec: RunSpec) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
@@ -239,17 +249,49 @@ def _without_seed(spec: RunSpec) -> tuple[str, str, tuple[str, ...], tuple[str, 
     return spec.task, spec.config, spec.then, tuple(overrides)
 
 
+def _without_read_run(spec: EvalSpec) -> tuple[str, ...]:
+    """An evaluation's command with the name of the run it reads replaced by a placeholder."""
+    (read,) = spec.after
+    # Whole names only: `dt_me` must not match inside `dt_me_seed1`.
+    name = re.compile(rf"(?<![\w.-]){re.escape(read)}(?![\w.-])")
+    return tuple(name.sub("<run>", arg) for arg in spec.command)
+
+
+def _check_evaluation_group(where: str, group: str, members: list[EvalSpec], groups: dict[str, list[Run]]) -> None:
+    """An evaluation group is one command applied to each seed of one training group (module docstring)."""
+    names = [spec.name for spec in members]
+    if any(len(spec.after) != 1 for spec in members):
+        raise UsageError(f"{where}: each evaluation run of group {group!r} ({names}) must run `after` exactly one run")
+    read = [spec.after[0] for spec in members]
+    read_groups = {next((g for g, runs in groups.items() if r in [s.name for s in runs]), None) for r in read}
+    if len(set(read)) != len(read) or len(read_groups) != 1 or None in read_groups:
+        raise UsageError(
+            f"{where}: the evaluation runs of group {group!r} ({names}) must each read a different run of one "
+            f"training seed group, got after {read}"
+        )
+    if len({_without_read_run(spec) for spec in members}) > 1:
+        raise UsageError(
+            f"{where}: the evaluation runs of group {group!r} ({names}) must run the same command but for "
+            "the run they read"
+        )
+
+
 def _groups(where: str, runs: list[Run]) -> dict[str, list[str]]:
     """Group name -> its runs, in order; every group's runs differ only by seed."""
-    groups: dict[str, list[RunSpec]] = {}
+    groups: dict[str, list[Run]] = {}
     for spec in runs:
-        if isinstance(spec, RunSpec) and spec.group is not None:
+        if spec.group is not None:
             groups.setdefault(spec.group, []).append(spec)
     names = {spec.name for spec in runs}
+    training = {g: members for g, members in groups.items() if all(isinstance(s, RunSpec) for s in members)}
     for group, members in groups.items():
         if group in names:
             raise UsageError(f"{where}: group {group!r} must not be the name of a run")
-        if len({_without_seed(spec) for spec in members}) > 1:
+        if group not in training:
+            if not all(isinstance(spec, EvalSpec) for spec in members):
+                raise UsageError(f"{where}: group {group!r} mixes training runs and evaluation runs")
+            _check_evaluation_group(where, group, members, training)
+        elif len({_without_seed(spec) for spec in members}) > 1:
             raise UsageError(
                 f"{where}: the runs of group {group!r} ({[spec.name for spec in members]}) must differ only by "
                 f"{SEED_OPTION} (same task, config, then and other overrides)"
@@ -289,7 +331,7 @@ def _reference(where: str, table: dict[str, Any], rows: tuple[str, ...], groups:
 
 
 def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
-    raw = _keys(where, raw, {"name", "command"}, {"after"})
+    raw = _keys(where, raw, {"name", "command"}, {"after", "group"})
     name, command = _run_name(where, raw), str(raw["command"])
     if not command.startswith("anyformer "):
         raise UsageError(f"{where}.command must be an `anyformer <tool> ...` command, got {command!r}")
@@ -309,7 +351,7 @@ def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
     after = _str_list(f"{where}.after", raw.get("after", []))
     if unknown := [run for run in after if run not in earlier]:
         raise UsageError(f"{where}.after {unknown} must name runs listed before it ({earlier})")
-    return EvalSpec(name, tuple(argv), after)
+    return EvalSpec(name, tuple(argv), after, _group_name(where, raw.get("group")))
 
 
 def _run(where: str, raw: Any, root: Path, earlier: list[str]) -> Run:

@@ -173,7 +173,7 @@ def render_samples(comparison: Comparison, results: dict[str, RunResult]) -> lis
 
 def seed_groups(comparison: Comparison) -> dict[str, str]:
     """Run name -> seed group, for the comparison's runs that have one."""
-    return {spec.name: spec.group for spec in comparison.runs if isinstance(spec, RunSpec) and spec.group}
+    return {spec.name: spec.group for spec in comparison.runs if spec.group}
 
 
 def render_comparison(

@@ -159,3 +159,38 @@ def test_the_bf16_comparison_measures_bf16_seeds_against_the_fp32_seeds_of_the_m
     assert {run.config for run in fp32 + bf16} == {"experiments/text/gpt_shakespeare_char.yaml"}
     for plain, mixed in zip(fp32, bf16, strict=True):  # the same seeds, bf16-mixed the only other change
         assert mixed.overrides == ("--trainer.precision=bf16-mixed", *plain.overrides)
+
+
+def _rollout_group(*reads: str, extra: str = "") -> list[dict]:
+    """Two seeds of a fit, then a rollout of each seed's checkpoint in one evaluation group."""
+    fits = [{"name": "dt", "task": "dt", "config": "a.yaml", "group": "fits"},
+            {"name": "dt_seed1", "task": "dt", "config": "a.yaml", "group": "fits",
+             "overrides": ["--seed_everything=1"]},
+            {"name": "bc", "task": "dt", "config": "a.yaml"}]  # fmt: skip
+    rollouts = [
+        {"name": f"{read}_rollout", "command": f"anyformer rollout --ckpt runs/{read}/checkpoints/last.ckpt --seed 0"
+         + (extra if i else ""), "after": [read], "group": "rollouts"}
+        for i, read in enumerate(reads)
+    ]  # fmt: skip
+    return fits + rollouts
+
+
+def test_an_evaluation_group_is_one_command_applied_to_each_seed_of_a_training_group(tmp_path):
+    comparison = load_comparison(_write(tmp_path, runs=_rollout_group("dt", "dt_seed1")), root=tmp_path)
+    assert comparison.group("dt_rollout") == comparison.group("dt_seed1_rollout") == "rollouts"
+    assert comparison.group("bc") is None
+    cases = {
+        "must run the same command": _rollout_group("dt", "dt_seed1", extra=" --greedy"),
+        "must each read a different run of one training seed group": _rollout_group("dt", "bc"),
+    }
+    for message, runs in cases.items():
+        with pytest.raises(UsageError, match=message):
+            load_comparison(_write(tmp_path, runs=runs), root=tmp_path)
+    same_read = _rollout_group("dt", "dt_seed1")
+    same_read[-1] = same_read[-1] | {"name": "again", "command": same_read[-2]["command"], "after": ["dt"]}
+    with pytest.raises(UsageError, match="must each read a different run"):
+        load_comparison(_write(tmp_path, runs=same_read), root=tmp_path)
+    mixed = _rollout_group("dt", "dt_seed1")
+    mixed[2] |= {"group": "rollouts"}  # a fit in the evaluation group
+    with pytest.raises(UsageError, match="mixes training runs and evaluation runs"):
+        load_comparison(_write(tmp_path, runs=mixed), root=tmp_path)

@@ -406,3 +406,23 @@ def test_a_max_gap_of_seed_groups_compares_mean_curves_and_a_seed_with_the_refer
     per_seed = text.split("<details><summary>Per-seed rows</summary>", 1)[1].split("</details>", 1)[0]
     assert row(per_seed, "alpha") == ["4.76%"] and row(per_seed, "alpha_s1") == ["4.76%"]  # 0.1 / 2.1
     assert row(per_seed, "alpha_s2") == ["not finished (failed)"]
+
+
+def test_the_same_evaluation_of_each_seed_is_one_row_with_mean_std_and_n(workspace):
+    _seed_comparison(workspace, columns=["val_bpc"])
+    path = workspace / "comparisons" / "toy.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for read in ("alpha", "alpha_s1"):
+        command = f"anyformer decode-eval --ckpt runs/{read}/checkpoints/last.ckpt --strategy beam"
+        raw["runs"].append({"name": f"{read}_beam", "command": command, "after": [read], "group": "beam_seeds"})
+    raw["tables"].append({"title": "Beam", "rows": ["beam_seeds"], "columns": ["gen_ppl", "status"]})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    started = run_record.utc_now()
+    for read, ppl in (("alpha", 2.0), ("alpha_s1", 4.0)):
+        argv = ["anyformer", "decode-eval", "--ckpt", f"runs/{read}/checkpoints/last.ckpt", "--strategy", "beam"]
+        folder = workspace / "runs" / f"{read}_beam"
+        run_record.record_evaluation(folder, [*argv, "--run-name", f"{read}_beam"], {"gen_ppl": ppl}, started, started)
+    beam = report(workspace).split("### Beam", 1)[1]
+    assert row(beam, "beam_seeds") == ["3.0000 ± 1.4142 (2)", "finished"]  # std: the sample's, n - 1
+    per_seed = beam.split("<summary>Per-seed rows</summary>", 1)[1]
+    assert row(per_seed, "alpha_beam")[0] == "2.0000" and row(per_seed, "alpha_s1_beam")[0] == "4.0000"
