@@ -33,11 +33,12 @@ from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
+    EvalSpec,
     Run,
     RunSpec,
     all_comparisons,
 )
-from anyformer.experiments.report_git import Git
+from anyformer.experiments.report_git import Git, code_paths
 from anyformer.experiments.report_plots import plot_curves
 from anyformer.experiments.report_tables import MISSING, RunResult, read_metrics_csv, render_table, stamp
 
@@ -171,6 +172,16 @@ def render_samples(comparison: Comparison, results: dict[str, RunResult]) -> lis
     return lines + ([""] if missing else [])
 
 
+def exercised(result: RunResult, results: dict[str, RunResult]) -> tuple[str, ...]:
+    """The tasks (and tools) whose code a run's numbers depend on: its own, and for an evaluation run
+    the tasks of the runs it reads (a rollout's numbers are the Decision Transformer's as much as the tool's)."""
+    tasks = [str(result.record.get("task"))] if result.record else []
+    if isinstance(result.spec, EvalSpec):
+        read = [results[name].record for name in result.spec.after if name in results]
+        tasks += [str(record.get("task")) for record in read if record]
+    return tuple(dict.fromkeys(tasks))
+
+
 def seed_groups(comparison: Comparison) -> dict[str, str]:
     """Run name -> seed group, for the comparison's runs that have one."""
     return {spec.name: spec.group for spec in comparison.runs if spec.group}
@@ -235,8 +246,10 @@ def write_report(
     sections, written, suite_tables = [], [], []
     for comparison in comparisons:
         results = {spec.name: load_result(spec, runs_dir, comparison.plot, archive_dir) for spec in comparison.runs}
-        for result in results.values():
-            result.stale = git is not None and result.backed and git.stale(result.record)
+        if git is not None:
+            for result in results.values():
+                if result.backed:
+                    result.stale = git.stale(result.record, code_paths(*exercised(result, results), root=git.root))
         written += archive_runs(results, runs_dir, archive_dir)
         groups = seed_groups(comparison)
         if comparison.name == SUITE:
@@ -257,7 +270,8 @@ def write_report(
         f"The logs behind every row are kept in `{ARCHIVE_DIR}/` beside this file, so a fresh clone regenerates it.",
         f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
         "listed as such, never filled in. A row marked † was made from a tree with uncommitted changes; one marked",
-        "(stale) ran before a commit that changed the code of its task (`core/` or its domain folder): rerun those.",
+        "(stale) ran before a commit that changed the code of its task (`core/`, or a module of its domain that the",
+        "task imports): rerun those.",
         "Seeds of one setting are one row, mean ± std (n), with the per-seed rows folded below the table.",
         "",
     ]

@@ -3,16 +3,19 @@
 - **dirty**: the run's ``run.json`` says ``git.dirty`` (tracked files differed from its commit
   when it started, :func:`anyformer.core.train.run_record.git_state`): the commit alone does not
   reproduce it.
-- **stale**: a commit that is not an ancestor of the run's commit (so: made after it) is the last
-  to touch the code the run exercises, :func:`code_paths`: ``core/`` plus the domain folder of its
-  task's LightningModule and data module (or of its evaluation tool), as named in
-  :mod:`anyformer.core.cli.tasks`. Judged only inside a git checkout, for a commit that checkout
-  holds; otherwise the run is not marked. Only commits count, never the working tree, so the
-  answer is the same on every clone of the same history.
+- **stale**: a commit that is not an ancestor of the run's commit (so: made after it) touched the
+  code the run exercises, :func:`code_paths`: all of ``core/`` (the CLI, trainer and layers every
+  task runs through) plus the domain modules its task imports, found by following the ``import``
+  statements of its LightningModule and data module (or of its evaluation tool, and of the task
+  whose run it reads) through the domain packages, lazy imports inside functions included. A
+  change to another task of the same domain leaves the run current. Judged only inside a git
+  checkout, for a commit that checkout holds; otherwise the run is not marked. Only commits count,
+  never the working tree, so the answer is the same on every clone of the same history.
 """
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -21,24 +24,87 @@ from typing import Any
 from anyformer.core.cli.tasks import TASKS, TOOLS
 
 CORE = "core/"
+PACKAGE = "anyformer"
+"""The import name; ``anyformer.<folder>`` is the repository folder ``<folder>/`` when it is a
+package (core, text, vision, speech, rl, experiments), else a module of ``anyformer/``."""
 
 
-def _folder(import_path: str) -> str:
-    """``anyformer.text.gpt.gpt_task:GPTModule`` -> ``text/`` (the package folder in the repository)."""
-    parts = import_path.split(":", 1)[0].split(".")
-    return f"{parts[1]}/" if len(parts) > 1 and parts[0] == "anyformer" else CORE
-
-
-def code_paths(task: str) -> tuple[str, ...]:
-    """The repository folders whose commits can change what run ``task`` (a task or a tool) computes."""
-    if task in TASKS:
-        spec = TASKS[task]
-        folders = {_folder(spec.model), _folder(spec.data)}
-    elif task in TOOLS:
-        folders = {_folder(TOOLS[task][0])}
+def _module_file(root: Path, module: str) -> Path | None:
+    """The repository file of ``module`` (``anyformer.text.gpt.data`` -> ``text/gpt/data.py``), None if none."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    if len(parts) > 1 and (root / parts[1] / "__init__.py").is_file():
+        path = root.joinpath(*parts[1:])
     else:
-        folders = set()
-    return tuple(sorted(folders | {CORE}))
+        path = root.joinpath(PACKAGE, *parts[1:])
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(file: Path, module: str) -> set[str]:
+    """Every module ``file`` (module ``module``) names in an import, at any depth but under ``if TYPE_CHECKING``."""
+    tree = ast.parse(file.read_text(), str(file))
+    typing_only = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for statement in branch.body
+        for node in ast.walk(statement)
+    }
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .x import y
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return found
+
+
+@cache
+def _domain_closure(root: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The domain files (outside ``core/`` and ``anyformer/``, which count whole or not at all) that
+    ``modules`` import, transitively, as repository-relative paths."""
+    seen: dict[Path, str] = {}
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        file = _module_file(root, module)
+        if file is None or file in seen:
+            continue
+        relative = file.relative_to(root).as_posix()
+        if relative.startswith((CORE, f"{PACKAGE}/")):
+            continue  # core counts whole; the top-level package is the Python API, no task's code
+        seen[file] = relative
+        parents = module.split(".")
+        todo += [".".join(parents[:i]) for i in range(2, len(parents))]  # the packages' __init__.py run first
+        todo += sorted(_imports(file, module))
+    return tuple(sorted(seen.values()))
+
+
+def _entry_modules(task: str) -> tuple[str, ...]:
+    """The modules a task (its LightningModule and data module) or a tool starts from."""
+    if task in TASKS:
+        return tuple(path.split(":", 1)[0] for path in (TASKS[task].model, TASKS[task].data))
+    if task in TOOLS:
+        return (TOOLS[task][0].split(":", 1)[0],)
+    return ()
+
+
+def code_paths(*tasks: str, root: str | Path = ".") -> tuple[str, ...]:
+    """``core/`` and the domain files whose commits can change what runs of ``tasks`` (tasks or tools) compute."""
+    entries = tuple(sorted({module for task in tasks for module in _entry_modules(task)}))
+    return (CORE, *_domain_closure(Path(root).resolve(), entries))
 
 
 class Git:
@@ -58,21 +124,18 @@ class Git:
         return _git(self.root, "cat-file", "-e", f"{commit}^{{commit}}") is not None
 
     @cache  # noqa: B019
-    def last_change(self, paths: tuple[str, ...]) -> str | None:
-        """The last commit (from HEAD) that touched ``paths``, None when none did."""
-        return _git(self.root, "log", "-1", "--format=%H", "--", *paths) or None
+    def changed_since(self, commit: str, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """The files under ``paths`` that commits after ``commit`` (not its ancestors, up to HEAD) touched."""
+        names = _git(self.root, "log", "--format=", "--name-only", f"{commit}..HEAD", "--", *paths)
+        return tuple(sorted(set((names or "").split()))) if names else ()
 
-    @cache  # noqa: B019
-    def is_ancestor(self, ancestor: str, commit: str) -> bool:
-        return _git(self.root, "merge-base", "--is-ancestor", ancestor, commit) is not None
-
-    def stale(self, record: dict[str, Any]) -> bool:
-        """Whether the code of the run's task changed in a commit made after the run's commit."""
+    def stale(self, record: dict[str, Any], paths: tuple[str, ...]) -> tuple[str, ...]:
+        """The files of ``paths`` (the code the run exercises, :func:`code_paths`) changed in a commit
+        made after the run's commit; empty when the run is current or cannot be judged."""
         commit = (record.get("git") or {}).get("commit")
         if not commit or not self.has_commit(commit):
-            return False
-        last = self.last_change(code_paths(str(record.get("task"))))
-        return last is not None and not self.is_ancestor(last, commit)
+            return ()
+        return self.changed_since(commit, paths)
 
 
 def dirty(record: dict[str, Any]) -> bool:

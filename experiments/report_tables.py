@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from anyformer.experiments.comparison import GAP_SUFFIX, SHORTEST, Run, TableSpec
-from anyformer.experiments.report_git import code_paths, dirty
+from anyformer.experiments.report_git import CORE, dirty
 
 MISSING = "—"
 DIRTY_MARK, STALE_MARK = "†", "(stale)"
+STALE_FILES_SHOWN = 6
+"""How many of the changed files a stale footnote names before `and N more`."""
 
 
 @dataclass
@@ -56,8 +58,9 @@ class RunResult:
     """The run folder the logs were read from (``runs/<name>`` or its archived copy)."""
     validations: list[dict[str, float]] = field(default_factory=list)
     """Every metrics.csv row that logged ``wall_s`` (a validation), its non-empty columns."""
-    stale: bool = False
-    """The code its task runs changed in a commit after the run's (set by the report)."""
+    stale: tuple[str, ...] = ()
+    """The files of the code it exercises that commits after the run's changed (set by the report);
+    empty while the run describes the code."""
 
     @property
     def backed(self) -> bool:
@@ -134,6 +137,15 @@ def cell(result: RunResult, column: str, seconds: float | None = None) -> str:
     return MISSING if number is None else _number(column, number)
 
 
+def _changed_files(paths: list[str]) -> str:
+    """``core/`` as one folder with its count (every task runs through it), then the domain files by name."""
+    core = [path for path in paths if path.startswith(CORE)]
+    named = [f"`{path}`" for path in paths if not path.startswith(CORE)]
+    shown = ([f"`{CORE}` ({len(core)} {'file' if len(core) == 1 else 'files'})"] if core else []) + named
+    more = f" and {len(shown) - STALE_FILES_SHOWN} more" if len(shown) > STALE_FILES_SHOWN else ""
+    return ", ".join(shown[:STALE_FILES_SHOWN]) + more
+
+
 def group_cell(members: list[RunResult], column: str, seconds: float | None = None) -> str:
     """A seed group's cell: the members' shared text, else ``mean ± std (n)`` of their numbers."""
     texts = [cell(result, column, seconds) for result in members]
@@ -143,8 +155,9 @@ def group_cell(members: list[RunResult], column: str, seconds: float | None = No
     if not numbers:
         return MISSING
     form = NUMBER_FACTS.get(column, ".4f").replace("d", ".0f")
-    std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
-    return f"{statistics.fmean(numbers):{form}} ± {std:{form}} ({len(numbers)})"
+    if len(numbers) == 1:  # one seed has no spread to show (a std of 0 would claim one)
+        return f"{numbers[0]:{form}} (1)"
+    return f"{statistics.fmean(numbers):{form}} ± {statistics.stdev(numbers):{form}} ({len(numbers)})"
 
 
 def mean_curve(results: list[RunResult], metric: str) -> dict[int, float]:
@@ -240,10 +253,10 @@ def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec
             f"{DIRTY_MARK} made from a working tree with uncommitted changes (run.json `git.dirty`): "
             "its commit alone does not reproduce it; rerun it from a clean tree."
         )
-    if stale := sorted({path for result in backed if result.stale for path in code_paths(result.record["task"])}):
+    if stale := sorted({path for result in backed for path in result.stale}):
         lines.append(
-            f"{STALE_MARK} the code its task runs ({', '.join(f'`{path}`' for path in stale)}) changed in a commit "
-            "made after the run's commit: the numbers may no longer describe the code; rerun it."
+            f"{STALE_MARK} code its task runs changed in a commit made after the run's commit "
+            f"({_changed_files(stale)}): the numbers may no longer describe the code; rerun it."
         )
     return lines
 

@@ -265,9 +265,21 @@ def _git(workspace: Path, *args: str) -> str:
 
 def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     _git(workspace, "init", "-q")
-    for folder in ("core", "text", "vision"):
-        (workspace / folder).mkdir()
-        (workspace / folder / "code.py").write_text("x = 1\n")
+    files = {  # a gpt task as the registry names it, importing one module relatively and one lazily
+        "core/code.py": "x = 1\n",
+        "text/__init__.py": "",
+        "text/gpt/__init__.py": "",
+        "text/gpt/gpt_task.py": "from .model import GPT\n\ndef fit():\n    from anyformer.text.tokenizer import BPE\n",
+        "text/gpt/data.py": "",
+        "text/gpt/model.py": "GPT = 1\n",
+        "text/tokenizer.py": "BPE = 1\n",
+        "text/seq2seq_task.py": "x = 1\n",  # same domain, not imported by the gpt task
+        "vision/__init__.py": "",
+        "vision/code.py": "x = 1\n",
+    }
+    for name, text in files.items():
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text(text)
     _git(workspace, "add", "-A")
     _git(workspace, "commit", "-q", "-m", "code")
     commit = _git(workspace, "rev-parse", "HEAD")
@@ -277,18 +289,24 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     make_run(runs, "gamma", git={"commit": "e" * 40, "dirty": False})  # a commit this checkout lacks: not judged
     text = report(workspace)
     assert label(text, "alpha") == "alpha †" and label(text, "beta") == "beta" and label(text, "gamma") == "gamma"
-    assert "† made from a working tree with uncommitted changes" in text and "(stale) the code" not in text
+    assert "† made from a working tree with uncommitted changes" in text and "(stale) code" not in text
 
-    (workspace / "vision" / "code.py").write_text("x = 2\n")  # another domain: gpt runs are still current
-    _git(workspace, "commit", "-q", "-am", "vision")
-    assert "(stale) the code" not in report(workspace)
-    (workspace / "text" / "code.py").write_text("x = 3\n")  # the gpt task's domain: every gpt run is stale
-    _git(workspace, "commit", "-q", "-am", "text")
+    for other in ("vision/code.py", "text/seq2seq_task.py"):  # another domain, another task of the same domain
+        (workspace / other).write_text("x = 2\n")
+        _git(workspace, "commit", "-q", "-am", other)
+        assert "(stale) code" not in report(workspace)
+    for imported in ("text/gpt/model.py", "text/tokenizer.py"):  # imported by the gpt task: gpt runs are stale
+        (workspace / imported).write_text("GPT = BPE = 2\n")
+        _git(workspace, "commit", "-q", "-am", imported)
     text = report(workspace)
     assert label(text, "alpha") == "alpha † (stale)" and label(text, "beta") == "beta (stale)"
     assert label(text, "gamma") == "gamma"
-    assert "(stale) the code its task runs (`core/`, `text/`) changed in a commit" in text
-    assert report(workspace) == text  # deterministic
+    changed = "(`text/gpt/model.py`, `text/tokenizer.py`)"
+    assert f"(stale) code its task runs changed in a commit made after the run's commit {changed}" in text
+    (workspace / "core" / "code.py").write_text("x = 3\n")  # core: every task runs through it
+    _git(workspace, "commit", "-q", "-am", "core")
+    assert "(`core/` (1 file), `text/gpt/model.py`, `text/tokenizer.py`)" in report(workspace)
+    assert report(workspace) == report(workspace)  # deterministic
 
 
 def _seed_comparison(workspace: Path, **table) -> None:
@@ -426,3 +444,9 @@ def test_the_same_evaluation_of_each_seed_is_one_row_with_mean_std_and_n(workspa
     assert row(beam, "beam_seeds") == ["3.0000 ± 1.4142 (2)", "finished"]  # std: the sample's, n - 1
     per_seed = beam.split("<summary>Per-seed rows</summary>", 1)[1]
     assert row(per_seed, "alpha_beam")[0] == "2.0000" and row(per_seed, "alpha_s1_beam")[0] == "4.0000"
+
+
+def test_a_seed_group_with_one_finished_run_shows_its_number_without_a_spread(workspace):
+    _seed_comparison(workspace, columns=["val_bpc", "wall_s"])
+    make_run(workspace / "runs", "alpha", metrics={"val_bpc": 2.0})
+    assert row(report(workspace), "alpha_seeds") == ["2.0000 (1)", "12"]  # a fact shared by the runs is shown once
