@@ -154,3 +154,45 @@ def test_multi30k_config_runs_one_step(tmp_path, caplog):
     assert "trained byte-level BPE with 8000 tokens" in caplog.text  # one shared vocabulary, as configured
     assert "train split train: 29000 pairs" in caplog.text and "val split val: 1014 pairs" in caplog.text
     assert "cropped" not in caplog.text  # max_source_len / max_target_len 64 fit every Multi30k sentence
+
+
+def test_extra_test_sets_log_the_same_metrics_under_their_names_as_each_tested_alone(tmp_path):
+    """`extra_test_splits` of a folder source: one dataloader each after the test split; every set's loss
+    and BLEU equal what testing that set as the only test split logs."""
+    pairs = synthetic_pairs()
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    splits = {"train": pairs["train"], "val": pairs["val"], "test_a": pairs["test"][:40],
+              "test_b": pairs["test"][40:70], "test_c": pairs["test"][70:90]}  # fmt: skip
+    for split, chosen in splits.items():
+        for side, lang in enumerate(("de", "en")):
+            (folder / f"{split}.{lang}").write_text("".join(pair[side] + "\n" for pair in chosen), encoding="utf-8")
+    options = [*SHRUNK, *TINY, f"--data.source={folder}", "--data.test_split=test_a"]
+    run_cli(tmp_path, ["seq2seq", "fit", "--config", str(DEMO), *options, "--trainer.max_steps", "20",
+                       "--trainer.val_check_interval", "10", "--trainer.limit_val_batches", "1"])  # fmt: skip
+    run = tmp_path / "runs" / DEMO.stem
+    ckpt = ["--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+
+    def tested(*extra: str) -> dict[str, float]:
+        run_cli(tmp_path, ["seq2seq", "test", "--config", str(DEMO), *options, *extra, *ckpt])
+        return {name: values[-1] for name, values in read_metrics(run / "test" / "metrics.csv").items() if values}
+
+    together = tested("--data.extra_test_splits=[test_b, test_c]")
+    suffixes = ("loss", "ppl", "bleu_greedy", "bleu_beam", "bleu_greedy_lc", "bleu_beam_lc")
+    for split in ("test_b", "test_c"):
+        alone = tested(f"--data.test_split={split}")
+        for suffix in suffixes:
+            assert together[f"{split}_{suffix}"] == pytest.approx(alone[f"test_{suffix}"], rel=1e-5), (split, suffix)
+    alone = tested()
+    for suffix in suffixes:  # the first test set keeps the plain test_* names
+        assert together[f"test_{suffix}"] == pytest.approx(alone[f"test_{suffix}"], rel=1e-5)
+    assert not any("dataloader_idx" in name for name in together)
+
+
+def test_extra_test_splits_are_refused_for_the_synthetic_source_and_when_repeated():
+    from anyformer.text.seq2seq.data import ParallelDataModule
+
+    with pytest.raises(ValueError, match="synthetic source has one test split"):
+        ParallelDataModule(extra_test_splits=["test_b"])
+    with pytest.raises(ValueError, match="must be distinct and differ"):
+        ParallelDataModule(source="folder", extra_test_splits=["test_2016_flickr"])

@@ -220,7 +220,10 @@ class ParallelDataModule(pl.LightningDataModule):
         tgt_lang: file suffix of the target language (folder sources).
         train_split: training split name (folder sources).
         val_split: validation split name (folder sources).
-        test_split: test split name (folder sources), e.g. ``test_2016_flickr``.
+        test_split: test split name (folder sources), e.g. ``test_2016_flickr``: the ``test_*`` metrics.
+        extra_test_splits: more test sets of a folder source, tested after ``test_split`` (one
+            test dataloader each), e.g. ``[test_2017_flickr, test_2017_mscoco]``: their metrics are
+            named after them (``test_2017_flickr_bleu_beam``, ``Seq2SeqModule``).
         tokenizer: tokenizer kind trained on the training split: ``bpe`` or ``char``.
         vocab_size: target BPE vocabulary size (per side when not shared).
         shared_vocab: one tokenizer trained on both sides (True) or one per side (False).
@@ -241,6 +244,7 @@ class ParallelDataModule(pl.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test_2016_flickr",
+        extra_test_splits: list[str] | None = None,
         tokenizer: str = "bpe",
         vocab_size: int = 1000,
         shared_vocab: bool = True,
@@ -263,7 +267,21 @@ class ParallelDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"ParallelDataModule.num_workers must be >= 0, got {num_workers!r}")
         self.source, self.root, self.src_lang, self.tgt_lang = source, root, src_lang, tgt_lang
+        extra_test_splits = list(extra_test_splits or [])
+        if extra_test_splits and source == SYNTHETIC:
+            raise ValueError(
+                f"ParallelDataModule.extra_test_splits={extra_test_splits} needs a folder source or a named dataset; "
+                "the synthetic source has one test split"
+            )
+        names = [train_split, val_split, test_split, *extra_test_splits]
+        if len(set(extra_test_splits)) != len(extra_test_splits) or set(extra_test_splits) & set(names[:3]):
+            raise ValueError(
+                f"ParallelDataModule.extra_test_splits={extra_test_splits} must be distinct and differ from "
+                f"the train, val and test splits {names[:3]}"
+            )
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.splits |= {name: name for name in extra_test_splits}  # an extra test set's key is its name
+        self.extra_test_splits = extra_test_splits
         self.tokenizer_kind, self.requested_vocab_size, self.shared_vocab = tokenizer, vocab_size, shared_vocab
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         self.batch_size, self.max_tokens, self.num_workers = batch_size, max_tokens, num_workers
@@ -274,8 +292,13 @@ class ParallelDataModule(pl.LightningDataModule):
         self._datasets: dict[str, ParallelDataset] = {}
 
     # -- raw pairs and tokenizers ------------------------------------------------------
+    @property
+    def test_names(self) -> list[str]:
+        """The file names of the test sets, in the order of the test dataloaders."""
+        return [self.splits["test"], *self.extra_test_splits]
+
     def pairs(self, split: str) -> list[Pair]:
-        """(source, target) text pairs of ``train``, ``val`` or ``test``, read on first use."""
+        """(source, target) text pairs of ``train``, ``val``, ``test`` or an extra test split, read on first use."""
         if split not in self.splits:
             raise ValueError(f"split {split!r} is not one of {list(self.splits)}")
         if split not in self._pairs:
@@ -347,7 +370,8 @@ class ParallelDataModule(pl.LightningDataModule):
         return self._datasets[split]
 
     def setup(self, stage: str) -> None:
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        tests = ("test", *self.extra_test_splits)
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": tests}.get(stage, ())
         for split in needed:
             self.dataset(split)
 
@@ -367,5 +391,8 @@ class ParallelDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
-        return self._loader("test", shuffle=False)
+    def test_dataloader(self) -> DataLoader[dict[str, Any]] | list[DataLoader[dict[str, Any]]]:
+        """The test set's loader; with ``extra_test_splits``, a list: the test set's, then one per extra split."""
+        if not self.extra_test_splits:
+            return self._loader("test", shuffle=False)
+        return [self._loader(split, shuffle=False) for split in ("test", *self.extra_test_splits)]

@@ -9,7 +9,9 @@ on detokenized text) of greedy translations of the first ``val_bleu_sentences`` 
 ``test_bleu_greedy`` and ``test_bleu_beam`` (sacreBLEU, as above) and ``test_bleu_greedy_lc`` /
 ``test_bleu_beam_lc``: sacreBLEU with ``lowercase=True, tokenize='13a'`` — the "tokenized,
 lowercased BLEU" that Multi30k papers usually report (there computed with multi-bleu.perl on
-Moses-tokenized text, so close to, not identical with, those numbers).
+Moses-tokenized text, so close to, not identical with, those numbers). With more test sets
+(``ParallelDataModule.extra_test_splits``) the first keeps these names and each other one logs the
+same metrics named after its split: ``test_2017_flickr_loss``, ``test_2017_flickr_bleu_beam``, ...
 """
 
 from __future__ import annotations
@@ -200,16 +202,30 @@ class Seq2SeqModule(TaskModule):
             self.log("val_bleu", corpus_bleu(self._eval["greedy"], self._eval["refs"]), prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
-        self._start_eval()
+        self._test_sets: dict[int, dict[str, Any]] = {}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx not in self._test_sets:
+            self._start_eval()
+            self._test_sets[dataloader_idx] = self._eval
+        self._eval = self._test_sets[dataloader_idx]
         self._eval_step(batch, n_bleu=10**9, beam=True)
 
+    def _test_prefix(self, dataloader_idx: int) -> str:
+        """``test`` for the first test set; an extra one's split name (``test_2017_flickr``)."""
+        if dataloader_idx == 0:
+            return "test"
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = getattr(datamodule, "test_names", None)
+        return str(names[dataloader_idx]) if names and dataloader_idx < len(names) else f"test{dataloader_idx}"
+
     def on_test_epoch_end(self) -> None:
-        self._log_loss("test")
-        refs = self._eval["refs"]
-        for name in ("greedy", "beam"):
-            self.log(f"test_bleu_{name}", corpus_bleu(self._eval[name], refs))
-            self.log(f"test_bleu_{name}_lc", corpus_bleu(self._eval[name], refs, lowercase=True))
-        for hyp, ref in list(zip(self._eval["beam"], refs))[:3]:
-            logger.info("reference:   %s\ntranslation: %s", ref, hyp)
+        for dataloader_idx, scores in sorted(self._test_sets.items()):
+            self._eval, prefix = scores, self._test_prefix(dataloader_idx)
+            self._log_loss(prefix)
+            refs, bleu = scores["refs"], "test_bleu" if prefix == "test" else f"{prefix}_bleu"
+            for name in ("greedy", "beam"):
+                self.log(f"{bleu}_{name}", corpus_bleu(scores[name], refs))
+                self.log(f"{bleu}_{name}_lc", corpus_bleu(scores[name], refs, lowercase=True))
+            for hyp, ref in list(zip(scores["beam"], refs))[:3]:
+                logger.info("%s reference:   %s\ntranslation: %s", prefix, ref, hyp)
