@@ -6,8 +6,10 @@ in the next, and each writes ``runs/<name>/run.json``. A run whose record says `
 skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path last``); a
 ``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
 of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
-interruption therefore continues where it stopped. A run whose folder another process holds (its
-lock, :mod:`anyformer.core.train.run_lock`: a fit still running) is reported and left alone.
+interruption therefore continues where it stopped, unless a later commit changed the code the
+run's task runs (then resuming is refused: one run, one version of the code). A run whose folder
+another process holds (its lock, :mod:`anyformer.core.train.run_lock`: a fit still running) is
+reported and left alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from anyformer.experiments.comparison import (
     comparison_path,
     load_comparison,
 )
+from anyformer.experiments.report_git import Git, code_paths
 
 RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
 
@@ -85,8 +88,28 @@ def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
                 f"{runs_dir / spec.name} has a last.ckpt but no run.json (made before run records existed, or "
                 "by hand), so its command and code version are unknown; move that folder away to rerun the run"
             )
+        _refuse_mixed_code(runs_dir / spec.name, record, spec.task)
         return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
     return Step(spec.name, planned, "run", "not run yet")
+
+
+def _refuse_mixed_code(run_dir: Path, record: dict, task: str) -> None:
+    """Refuse to resume a run whose task's code changed in a commit after the one it started from.
+
+    A resumed fit records the commit of its last leg, so finishing it on newer code would publish a
+    run trained partly by code that no longer exists, under a commit that does not describe it.
+    """
+    git = Git.of(Path.cwd())
+    commit = (record.get("git") or {}).get("commit")
+    if git is None or not commit:
+        return
+    if changed := git.stale(record, code_paths(task, root=git.root)):
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise UsageError(
+            f"{run_dir} was interrupted at commit {commit[:10]}, and code its task runs changed since ({shown}): "
+            f"resuming would train one run with two versions of the code; delete {run_dir} to start it over, "
+            f"or finish it from a checkout of {commit[:10]}"
+        )
 
 
 def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:

@@ -244,3 +244,30 @@ def test_setup_gets_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "execute", execute)
     assert experiment.main(["toy", "--comparisons", "comparisons"]) == 1
     assert ran == ["setup"]
+
+
+def test_resuming_is_refused_once_a_later_commit_changed_the_code_of_the_runs_task(planned):
+    """A resumed fit records its last leg's commit: finishing it on changed code would hide the mix."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}  # fmt: skip
+        return subprocess.run(["git", *args], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    for name in ("text/__init__.py", "text/gpt/__init__.py", "text/gpt/gpt_task.py", "vision/__init__.py"):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "code")
+    one = planned.runs[0]  # task gpt: its code is text/gpt/gpt_task.py (and the packages' __init__)
+    _record(one, status="running", git={"commit": git("rev-parse", "HEAD"), "dirty": False})
+    _checkpoint(one)
+    Path("vision/__init__.py").write_text("x = 2\n")  # another task's code: resuming is fine
+    git("commit", "-q", "-am", "vision")
+    assert _actions(planned, only=["one"])[-1] == ("one", "resume")
+    Path("text/gpt/gpt_task.py").write_text("x = 2\n")
+    git("commit", "-q", "-am", "gpt")
+    with pytest.raises(UsageError, match=r"runs/one was interrupted at commit \w{10}, .* \(text/gpt/gpt_task\.py\)"):
+        experiment.plan(planned, Path("runs"), only=["one"])

@@ -10,6 +10,7 @@ weights, optimizer, schedule and loop counters; CPU kernels are deterministic.
 
 from __future__ import annotations
 
+import csv
 import random
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import torch
 
 from tests.reliability.tiny_gpt import (
     STEPS,
+    VAL_EVERY,
     cli_command,
     drop_columns,
     fit,
@@ -136,3 +138,29 @@ def test_same_seed_gives_identical_metrics(reference: Run, tmp_path, monkeypatch
     assert val_rows(again.rows) == val_rows(reference.rows)  # exact, as logged
     assert drop_columns(again.rows, "wall_s") == drop_columns(reference.rows, "wall_s")
     assert_same_weights(again.last, reference.last)
+
+
+def test_a_run_folder_carried_to_another_checkout_resumes_with_continuous_logs(reference: Run, tmp_path, monkeypatch):
+    """A fit longer than one sitting moves to another machine as its ``runs/<name>/`` folder (README,
+    "Experiments and results"): there ``--ckpt_path last`` ends with the uninterrupted fit's weights,
+    and ``metrics.csv`` keeps the rows made before the move, its ``wall_s`` counting on from the
+    checkpoint's clock instead of restarting at zero."""
+    carried = tmp_path / "other-checkout" / "runs" / "run"
+    (carried / "checkpoints").mkdir(parents=True)
+    checkpoint = torch.load(reference.folder / "every" / "step=20.ckpt", map_location="cpu", weights_only=False)
+    (carried / "checkpoints" / "last.ckpt").write_bytes((reference.folder / "every" / "step=20.ckpt").read_bytes())
+    before = [row for row in reference.rows if int(row["step"]) < 20]  # the log as it was at that checkpoint
+    fields = list(reference.rows[0].keys())
+    with (carried / "metrics.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(before)
+    monkeypatch.chdir(tmp_path / "other-checkout")
+    assert fit([*fit_args("run", reference.corpus, DROPOUT), "--ckpt_path", "last"]) == 0
+    resumed = Run(tmp_path / "other-checkout", reference.corpus)
+    assert_same_weights(resumed.last, reference.last)
+    assert drop_columns(resumed.rows, "wall_s") == drop_columns(reference.rows, "wall_s")
+    clock = [float(row["wall_s"]) for row in resumed.rows if row.get("wall_s")]
+    assert clock == sorted(clock) and len(clock) == STEPS // VAL_EVERY
+    (elapsed,) = [state["elapsed"] for key, state in checkpoint["callbacks"].items() if "WallClock" in key]
+    assert clock[1] <= elapsed < clock[2]  # kept (logged just before the checkpoint), then counted on from it
