@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_errors
+from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, reports_usage_errors
 from anyformer.core.train import run_lock, run_record
 from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
@@ -33,6 +34,8 @@ from anyformer.experiments.comparison import (
 from anyformer.experiments.report_git import Git, code_paths
 
 RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
+POLL_S = 1.0
+"""How often ``--jobs`` looks at its running children."""
 
 
 @dataclass(frozen=True)
@@ -179,9 +182,107 @@ def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | No
     return steps
 
 
+def _child_argv(step: Step) -> list[str]:
+    return [sys.executable, "-m", "anyformer.core.cli.main", *step.argv[1:]]
+
+
 def execute(step: Step) -> int:
     """Run one ``anyformer ...`` command in a child Python; return its exit status."""
-    return subprocess.run([sys.executable, "-m", "anyformer.core.cli.main", *step.argv[1:]], check=False).returncode
+    return subprocess.run(_child_argv(step), check=False).returncode
+
+
+def start(step: Step, log: Path) -> subprocess.Popen:
+    """Start one ``anyformer ...`` command in a child Python, its output into ``log`` (appended)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:  # the child keeps its own handle
+        return subprocess.Popen(_child_argv(step), stdout=out, stderr=subprocess.STDOUT)
+
+
+def log_path(step: Step, runs_dir: Path = RUNS_DIR) -> Path:
+    """Where ``--jobs`` sends a step's output: ``runs/<run>/experiment.log`` (a test step: ``experiment-test.log``)."""
+    name, _, then = step.label.partition(" ")
+    return runs_dir / name / (f"experiment-{then}.log" if then else "experiment.log")
+
+
+def _prerequisites(step: Step, steps: list[Step]) -> tuple[str, ...]:
+    """Labels of the steps of this plan that must end well before ``step`` starts: a test step's fit,
+    an evaluation's ``after`` runs (those that are in the plan)."""
+    labels = {other.label for other in steps}
+    name, _, then = step.label.partition(" ")
+    own = (name,) if then else ()
+    return tuple(label for label in (*own, *step.needs) if label in labels)
+
+
+def run_in_parallel(steps: list[Step], jobs: int) -> int:
+    """Run the plan's steps ``jobs`` at a time, each as soon as what it reads has ended well.
+
+    Setup steps run first, one by one. A step that fails stops new starts (the running ones end);
+    steps waiting on a failed or unfinished run are not started. Returns 0 when every step ended
+    well, else 1.
+    """
+    todo = [step for step in steps if step.action in ("run", "resume")]
+    for step in [step for step in todo if step.label == "setup"]:
+        if _run_one(step) != 0:
+            return 1
+    todo = [step for step in todo if step.label != "setup"]
+    ended_well = {step.label for step in steps if step.action == "skip"}
+    running: dict[str, tuple[subprocess.Popen, Step]] = {}
+    failed: list[str] = []
+    while todo or running:
+        for step in list(todo):
+            if failed or len(running) >= jobs:
+                break
+            needs = _prerequisites(step, steps)
+            if not set(needs) <= ended_well:
+                continue
+            todo.remove(step)
+            if not _needs_finished(step):
+                failed.append(step.label)
+                continue
+            print(f"anyformer experiment: started {step.label}, output in {log_path(step)}", flush=True)
+            running[step.label] = (start(step, log_path(step)), step)
+        if not running:
+            break  # what is left waits on a step that failed or was refused
+        time.sleep(POLL_S)
+        for label, (child, step) in list(running.items()):
+            if (status := child.poll()) is None:
+                continue
+            del running[label]
+            if status == 0:
+                ended_well.add(label)
+                print(f"anyformer experiment: {label} ended", flush=True)
+            else:
+                failed.append(label)
+                print(f"anyformer experiment: {label} failed (exit {status}), see {log_path(step)}", file=sys.stderr)
+    if failed or todo:
+        waiting = f"; not started: {', '.join(step.label for step in todo)}" if todo else ""
+        print(f"anyformer experiment: failed: {', '.join(failed) or 'none'}{waiting}; rerun to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _needs_finished(step: Step) -> bool:
+    """Whether the runs ``step`` reads say finished; says which do not on stderr."""
+    if unfinished := [name for name in step.needs if _finished(RUNS_DIR, name) is None]:
+        # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
+        print(f"anyformer experiment: {step.label} needs {', '.join(unfinished)} finished first", file=sys.stderr)
+        return False
+    return True
+
+
+def _run_one(step: Step) -> int:
+    """Run a step in the foreground, with the serial loop's checks (needs, creates); 0 when it ended well."""
+    if not _needs_finished(step):
+        return 1
+    if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
+        Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
+    if (status := execute(step)) != 0:
+        print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
+        return 1
+    if step.creates is not None and not Path(step.creates).exists():
+        print(f"anyformer experiment: `{command_line(step.argv)}` did not create {step.creates}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> ArgumentParser:
@@ -194,6 +295,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     parser.add_argument("--only", action="append", metavar="RUN", help="run only this run (repeatable)")
     parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="run up to this many runs at once, each as soon as the runs it reads have ended; their output "
+        "goes to runs/<run>/experiment.log. Give each its share of the cores, e.g. OMP_NUM_THREADS=1 with "
+        "--jobs 2 on 2 cores (default 1: one after another, output here)",
+    )
     return parser
 
 
@@ -206,20 +315,10 @@ def main(argv: list[str]) -> int:
     locked = [step.label for step in steps if step.action == "locked"]
     for number, step in enumerate(steps, 1):
         print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
-        if args.dry_run or step.action in ("skip", "locked"):
-            continue
-        if unfinished := [name for name in step.needs if _finished(RUNS_DIR, name) is None]:
-            # e.g. a fit that ended early (status stopped) exits 0 but is no result to evaluate
-            print(f"anyformer experiment: {step.label} needs {', '.join(unfinished)} finished first", file=sys.stderr)
+        if not (args.dry_run or args.jobs > 1 or step.action in ("skip", "locked")) and _run_one(step) != 0:
             return 1
-        if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
-            Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
-        if (status := execute(step)) != 0:
-            print(f"anyformer experiment: {step.label} failed (exit status {status}); rerun to resume", file=sys.stderr)
-            return 1
-        if step.creates is not None and not Path(step.creates).exists():
-            print(f"anyformer experiment: `{command_line(step.argv)}` did not create {step.creates}", file=sys.stderr)
-            return 1
+    if args.jobs > 1 and not args.dry_run and run_in_parallel(steps, args.jobs) != 0:
+        return 1
     if locked and not args.dry_run:
         print(
             f"anyformer experiment: left alone {', '.join(locked)}: another process is writing them;"

@@ -271,3 +271,65 @@ def test_resuming_is_refused_once_a_later_commit_changed_the_code_of_the_runs_ta
     git("commit", "-q", "-am", "gpt")
     with pytest.raises(UsageError, match=r"runs/one was interrupted at commit \w{10}, .* \(text/gpt/gpt_task\.py\)"):
         experiment.plan(planned, Path("runs"), only=["one"])
+
+
+def _fake_start(events: Path, fail: str = ""):
+    """``runner.start`` replaced by a child that logs when it starts and ends (and fails for ``fail``)."""
+    import subprocess
+    import sys
+
+    def start(step, log):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import sys, time; log = open(sys.argv[1], 'a'); label = sys.argv[2]\n"
+            "log.write(f'start {label} {time.monotonic()}\\n'); log.flush(); time.sleep(0.4)\n"
+            "log.write(f'end {label} {time.monotonic()}\\n'); sys.exit(3 if label == sys.argv[3] else 0)\n"
+        )
+        return subprocess.Popen([sys.executable, "-c", code, str(events), step.label, fail])
+
+    return start
+
+
+def _intervals(events: Path) -> dict[str, tuple[float, float]]:
+    times: dict[str, dict[str, float]] = {}
+    for line in events.read_text().splitlines():
+        kind, *label, at = line.split()
+        times.setdefault(" ".join(label), {})[kind] = float(at)
+    return {label: (t["start"], t["end"]) for label, t in times.items()}
+
+
+@pytest.fixture
+def parallel(tmp_path, monkeypatch):
+    """Two fits (the second tested), an evaluation of the first; children faked, polled every 20 ms."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    runs = [{"name": "one", "task": "gpt", "config": "a.yaml"},
+            {"name": "two", "task": "vit", "config": "a.yaml", "then": ["test"]},
+            {"name": "greedy", "command": "anyformer decode-eval --ckpt runs/one/checkpoints/last.ckpt",
+             "after": ["one"]}]  # fmt: skip
+    _comparison(tmp_path, runs)
+    monkeypatch.setattr(experiment, "POLL_S", 0.02)
+    monkeypatch.setattr(experiment, "_needs_finished", lambda step: True)  # the fake fits write no run.json
+    monkeypatch.setattr(experiment, "execute", lambda step: pytest.fail(f"ran {step.argv} in the foreground"))
+    return tmp_path / "events.txt"
+
+
+def test_jobs_runs_independent_runs_at_once_and_each_after_what_it_reads(parallel, monkeypatch, capsys):
+    monkeypatch.setattr(experiment, "start", _fake_start(parallel))
+    assert experiment.main(["toy", "--comparisons", "comparisons", "--jobs", "2"]) == 0
+    ran = _intervals(parallel)
+    assert set(ran) == {"one", "two", "two test", "greedy"}
+    (one_start, one_end), (two_start, two_end) = ran["one"], ran["two"]
+    assert one_start < two_end and two_start < one_end  # the two fits ran side by side
+    assert ran["greedy"][0] >= one_end and ran["two test"][0] >= two_end  # each after what it reads
+    assert "output in runs/two/experiment-test.log" in capsys.readouterr().out
+
+
+def test_jobs_stops_starting_after_a_failure_and_never_starts_what_reads_it(parallel, monkeypatch, capsys):
+    monkeypatch.setattr(experiment, "start", _fake_start(parallel, fail="one"))
+    assert experiment.main(["toy", "--comparisons", "comparisons", "--jobs", "2"]) == 1
+    ran = _intervals(parallel)
+    assert set(ran) == {"one", "two"}  # started together; after one failed nothing new started
+    err = capsys.readouterr().err
+    assert "one failed (exit 3), see runs/one/experiment.log" in err
+    assert "failed: one; not started: two test, greedy; rerun to resume" in err
