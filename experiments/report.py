@@ -271,7 +271,7 @@ def write_report(
         f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
         "listed as such, never filled in. A row marked † was made from a tree with uncommitted changes; one marked",
         "(stale) ran before a commit that changed the code of its task (`core/`, or a module of its domain that the",
-        "task imports): rerun those.",
+        "task imports) or the settings of its config: rerun those.",
         "Seeds of one setting are one row, mean ± std (n), with the per-seed rows folded below the table.",
         "",
     ]

@@ -10,7 +10,9 @@
   whose run it reads) through the domain packages, lazy imports inside functions included. A
   change to another task of the same domain leaves the run current. Judged only inside a git
   checkout, for a commit that checkout holds; otherwise the run is not marked. Only commits count,
-  never the working tree, so the answer is the same on every clone of the same history.
+  never the working tree, so the answer is the same on every clone of the same history. A run is
+  also stale when a later commit changed the settings of its ``--config`` YAML (comments aside): its
+  command then means another experiment.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from anyformer.core.cli.tasks import TASKS, TOOLS
 
@@ -129,13 +133,27 @@ class Git:
         names = _git(self.root, "log", "--format=", "--name-only", f"{commit}..HEAD", "--", *paths)
         return tuple(sorted(set((names or "").split()))) if names else ()
 
+    @cache  # noqa: B019
+    def config_changed(self, commit: str, path: str) -> bool:
+        """Whether the experiment YAML ``path`` says something else at HEAD than at ``commit``
+        (compared parsed, so an edited comment is no change; a file missing at either end is one)."""
+        then, now = _git(self.root, "show", f"{commit}:{path}"), _git(self.root, "show", f"HEAD:{path}")
+        if then is None or now is None:
+            return then != now
+        try:
+            return yaml.safe_load(then) != yaml.safe_load(now)
+        except yaml.YAMLError:
+            return then != now
+
     def stale(self, record: dict[str, Any], paths: tuple[str, ...]) -> tuple[str, ...]:
-        """The files of ``paths`` (the code the run exercises, :func:`code_paths`) changed in a commit
-        made after the run's commit; empty when the run is current or cannot be judged."""
+        """What changed in commits made after the run's commit: the files of ``paths`` (the code the
+        run exercises, :func:`code_paths`) that they touched and the run's ``--config`` files whose
+        settings they changed; empty when the run is current or cannot be judged."""
         commit = (record.get("git") or {}).get("commit")
         if not commit or not self.has_commit(commit):
             return ()
-        return self.changed_since(commit, paths)
+        configs = [path for path in record.get("config") or [] if self.config_changed(commit, path)]
+        return tuple(sorted({*self.changed_since(commit, paths), *configs}))
 
 
 def dirty(record: dict[str, Any]) -> bool:

@@ -255,7 +255,7 @@ def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec
         )
     if stale := sorted({path for result in backed for path in result.stale}):
         lines.append(
-            f"{STALE_MARK} code its task runs changed in a commit made after the run's commit "
+            f"{STALE_MARK} code its task runs or its config changed in a commit made after the run's commit "
             f"({_changed_files(stale)}): the numbers may no longer describe the code; rerun it."
         )
     return lines

@@ -97,7 +97,7 @@ def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
 
 
 def _refuse_mixed_code(run_dir: Path, record: dict, task: str) -> None:
-    """Refuse to resume a run whose task's code changed in a commit after the one it started from.
+    """Refuse to resume a run whose task's code or config changed in a commit after the one it started from.
 
     A resumed fit records the commit of its last leg, so finishing it on newer code would publish a
     run trained partly by code that no longer exists, under a commit that does not describe it.
@@ -109,7 +109,7 @@ def _refuse_mixed_code(run_dir: Path, record: dict, task: str) -> None:
     if changed := git.stale(record, code_paths(task, root=git.root)):
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise UsageError(
-            f"{run_dir} was interrupted at commit {commit[:10]}, and code its task runs changed since ({shown}): "
+            f"{run_dir} was interrupted at commit {commit[:10]}, and its code or config changed since ({shown}): "
             f"resuming would train one run with two versions of the code; delete {run_dir} to start it over, "
             f"or finish it from a checkout of {commit[:10]}"
         )

@@ -289,12 +289,12 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     make_run(runs, "gamma", git={"commit": "e" * 40, "dirty": False})  # a commit this checkout lacks: not judged
     text = report(workspace)
     assert label(text, "alpha") == "alpha †" and label(text, "beta") == "beta" and label(text, "gamma") == "gamma"
-    assert "† made from a working tree with uncommitted changes" in text and "(stale) code" not in text
+    assert "† made from a working tree with uncommitted changes" in text and "(stale) code its" not in text
 
     for other in ("vision/code.py", "text/seq2seq_task.py"):  # another domain, another task of the same domain
         (workspace / other).write_text("x = 2\n")
         _git(workspace, "commit", "-q", "-am", other)
-        assert "(stale) code" not in report(workspace)
+        assert "(stale) code its" not in report(workspace)
     for imported in ("text/gpt/model.py", "text/tokenizer.py"):  # imported by the gpt task: gpt runs are stale
         (workspace / imported).write_text("GPT = BPE = 2\n")
         _git(workspace, "commit", "-q", "-am", imported)
@@ -302,7 +302,7 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     assert label(text, "alpha") == "alpha † (stale)" and label(text, "beta") == "beta (stale)"
     assert label(text, "gamma") == "gamma"
     changed = "(`text/gpt/model.py`, `text/tokenizer.py`)"
-    assert f"(stale) code its task runs changed in a commit made after the run's commit {changed}" in text
+    assert f"(stale) code its task runs or its config changed in a commit made after the run's commit {changed}" in text
     (workspace / "core" / "code.py").write_text("x = 3\n")  # core: every task runs through it
     _git(workspace, "commit", "-q", "-am", "core")
     assert "(`core/` (1 file), `text/gpt/model.py`, `text/tokenizer.py`)" in report(workspace)
@@ -450,3 +450,17 @@ def test_a_seed_group_with_one_finished_run_shows_its_number_without_a_spread(wo
     _seed_comparison(workspace, columns=["val_bpc", "wall_s"])
     make_run(workspace / "runs", "alpha", metrics={"val_bpc": 2.0})
     assert row(report(workspace), "alpha_seeds") == ["2.0000 (1)", "12"]  # a fact shared by the runs is shown once
+
+
+def test_a_run_is_stale_once_a_later_commit_changes_the_settings_of_its_config(workspace):
+    _git(workspace, "init", "-q")
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "config")
+    make_run(workspace / "runs", "alpha", git={"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False})
+    (workspace / "exp.yaml").write_text("# a comment is no change\nseed_everything: 1\n")
+    _git(workspace, "commit", "-q", "-am", "comment")
+    assert label(report(workspace), "alpha") == "alpha"
+    (workspace / "exp.yaml").write_text("seed_everything: 2\n")
+    _git(workspace, "commit", "-q", "-am", "setting")
+    text = report(workspace)
+    assert label(text, "alpha") == "alpha (stale)" and "after the run's commit (`exp.yaml`)" in text
