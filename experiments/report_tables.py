@@ -308,10 +308,15 @@ def stamp(results: list[RunResult]) -> list[str]:
 def table_items(
     table: TableSpec, results: dict[str, RunResult], groups: dict[str, str]
 ) -> list[tuple[str, list[RunResult]]]:
-    """The table's rows as (label, runs): a run alone, or a seed group at the place of its first run."""
+    """The table's rows as (label, runs): a run alone, or a seed group at the place of its first run.
+
+    A table that lists one run of a group (e.g. the seed shared with another comparison) shows that
+    run under its own name: the group's name would claim its other seeds.
+    """
+    listed = [groups.get(name, name) for name in table.rows]
     items: dict[str, list[RunResult]] = {}
-    for name in table.rows:
-        items.setdefault(groups.get(name, name), []).append(results[name])
+    for name, label in zip(table.rows, listed, strict=True):
+        items.setdefault(label if listed.count(label) > 1 else name, []).append(results[name])
     return list(items.items())
 
 

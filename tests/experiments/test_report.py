@@ -464,3 +464,14 @@ def test_a_run_is_stale_once_a_later_commit_changes_the_settings_of_its_config(w
     _git(workspace, "commit", "-q", "-am", "setting")
     text = report(workspace)
     assert label(text, "alpha") == "alpha (stale)" and "after the run's commit (`exp.yaml`)" in text
+
+
+def test_a_table_listing_one_run_of_a_seed_group_names_the_run_not_the_group(workspace):
+    _seed_comparison(workspace, columns=["val_bpc"])
+    path = workspace / "comparisons" / "toy.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["tables"].append({"title": "One seed", "rows": ["alpha", "beta"], "columns": ["val_bpc"]})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    make_run(workspace / "runs", "alpha", metrics={"val_bpc": 2.0})
+    one_seed = report(workspace).split("### One seed", 1)[1]
+    assert row(one_seed, "alpha") == ["2.0000"] and "alpha_seeds" not in one_seed
