@@ -263,7 +263,8 @@ def _check_evaluation_group(where: str, group: str, members: list[EvalSpec], gro
     if any(len(spec.after) != 1 for spec in members):
         raise UsageError(f"{where}: each evaluation run of group {group!r} ({names}) must run `after` exactly one run")
     read = [spec.after[0] for spec in members]
-    read_groups = {next((g for g, runs in groups.items() if r in [s.name for s in runs]), None) for r in read}
+    group_of = {run.name: name for name, runs in groups.items() for run in runs}
+    read_groups = {group_of.get(name) for name in read}
     if len(set(read)) != len(read) or len(read_groups) != 1 or None in read_groups:
         raise UsageError(
             f"{where}: the evaluation runs of group {group!r} ({names}) must each read a different run of one "

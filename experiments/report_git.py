@@ -156,6 +156,20 @@ class Git:
         return tuple(sorted({*self.changed_since(commit, paths), *configs}))
 
 
+CHANGES_SHOWN = 6
+"""How many of the changed files :func:`describe_changes` names before `and N more`."""
+
+
+def describe_changes(paths: list[str] | tuple[str, ...]) -> str:
+    """Changed files as a reader wants them: ``core/`` as one folder with its count (every task runs
+    through it), then the other files by name, the first CHANGES_SHOWN of them."""
+    core = [path for path in paths if path.startswith(CORE)]
+    named = [f"`{path}`" for path in paths if not path.startswith(CORE)]
+    shown = ([f"`{CORE}` ({len(core)} {'file' if len(core) == 1 else 'files'})"] if core else []) + named
+    more = f" and {len(shown) - CHANGES_SHOWN} more" if len(shown) > CHANGES_SHOWN else ""
+    return ", ".join(shown[:CHANGES_SHOWN]) + more
+
+
 def dirty(record: dict[str, Any]) -> bool:
     """Whether the run was made from a tree with uncommitted changes to tracked files."""
     return bool((record.get("git") or {}).get("dirty"))

@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from anyformer.experiments.comparison import GAP_SUFFIX, SHORTEST, Run, TableSpec
-from anyformer.experiments.report_git import CORE, dirty
+from anyformer.experiments.report_git import describe_changes, dirty
 
 MISSING = "—"
 DIRTY_MARK, STALE_MARK = "†", "(stale)"
-STALE_FILES_SHOWN = 6
-"""How many of the changed files a stale footnote names before `and N more`."""
 
 
 @dataclass
@@ -135,15 +133,6 @@ def cell(result: RunResult, column: str, seconds: float | None = None) -> str:
         return TEXT_FACTS[column](result.record)
     number = value(result, column, seconds)
     return MISSING if number is None else _number(column, number)
-
-
-def _changed_files(paths: list[str]) -> str:
-    """``core/`` as one folder with its count (every task runs through it), then the domain files by name."""
-    core = [path for path in paths if path.startswith(CORE)]
-    named = [f"`{path}`" for path in paths if not path.startswith(CORE)]
-    shown = ([f"`{CORE}` ({len(core)} {'file' if len(core) == 1 else 'files'})"] if core else []) + named
-    more = f" and {len(shown) - STALE_FILES_SHOWN} more" if len(shown) > STALE_FILES_SHOWN else ""
-    return ", ".join(shown[:STALE_FILES_SHOWN]) + more
 
 
 def group_cell(members: list[RunResult], column: str, seconds: float | None = None) -> str:
@@ -256,7 +245,7 @@ def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec
     if stale := sorted({path for result in backed for path in result.stale}):
         lines.append(
             f"{STALE_MARK} code its task runs or its config changed in a commit made after the run's commit "
-            f"({_changed_files(stale)}): the numbers may no longer describe the code; rerun it."
+            f"({describe_changes(stale)}): the numbers may no longer describe the code; rerun it."
         )
     return lines
 

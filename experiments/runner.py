@@ -31,7 +31,7 @@ from anyformer.experiments.comparison import (
     comparison_path,
     load_comparison,
 )
-from anyformer.experiments.report_git import Git, code_paths
+from anyformer.experiments.report_git import Git, code_paths, describe_changes
 
 RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
 POLL_S = 1.0
@@ -107,9 +107,9 @@ def _refuse_mixed_code(run_dir: Path, record: dict, task: str) -> None:
     if git is None or not commit:
         return
     if changed := git.stale(record, code_paths(task, root=git.root)):
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise UsageError(
-            f"{run_dir} was interrupted at commit {commit[:10]}, and its code or config changed since ({shown}): "
+            f"{run_dir} was interrupted at commit {commit[:10]}, and its code or config changed since "
+            f"({describe_changes(changed)}): "
             f"resuming would train one run with two versions of the code; delete {run_dir} to start it over, "
             f"or finish it from a checkout of {commit[:10]}"
         )
@@ -226,14 +226,14 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
             return 1
     todo = [step for step in todo if step.label != "setup"]
     ended_well = {step.label for step in steps if step.action == "skip"}
+    prerequisites = {step.label: set(_prerequisites(step, steps)) for step in todo}
     running: dict[str, tuple[subprocess.Popen, Step]] = {}
     failed: list[str] = []
     while todo or running:
         for step in list(todo):
             if failed or len(running) >= jobs:
                 break
-            needs = _prerequisites(step, steps)
-            if not set(needs) <= ended_well:
+            if not prerequisites[step.label] <= ended_well:
                 continue
             todo.remove(step)
             if not _needs_finished(step):

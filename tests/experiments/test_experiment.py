@@ -269,7 +269,7 @@ def test_resuming_is_refused_once_a_later_commit_changed_the_code_of_the_runs_ta
     assert _actions(planned, only=["one"])[-1] == ("one", "resume")
     Path("text/gpt/gpt_task.py").write_text("x = 2\n")
     git("commit", "-q", "-am", "gpt")
-    with pytest.raises(UsageError, match=r"runs/one was interrupted at commit \w{10}, .* \(text/gpt/gpt_task\.py\)"):
+    with pytest.raises(UsageError, match=r"runs/one was interrupted at commit \w{10}, .* \(`text/gpt/gpt_task\.py`\)"):
         experiment.plan(planned, Path("runs"), only=["one"])
 
 
