@@ -295,7 +295,12 @@ class ParallelDataModule(pl.LightningDataModule):
     @property
     def test_names(self) -> list[str]:
         """The file names of the test sets, in the order of the test dataloaders."""
-        return [self.splits["test"], *self.extra_test_splits]
+        return [self.splits[key] for key in self.test_keys]
+
+    @property
+    def test_keys(self) -> list[str]:
+        """The keys of the test sets in ``splits``, in the order of the test dataloaders."""
+        return ["test", *self.extra_test_splits]
 
     def pairs(self, split: str) -> list[Pair]:
         """(source, target) text pairs of ``train``, ``val``, ``test`` or an extra test split, read on first use."""
@@ -370,8 +375,7 @@ class ParallelDataModule(pl.LightningDataModule):
         return self._datasets[split]
 
     def setup(self, stage: str) -> None:
-        tests = ("test", *self.extra_test_splits)
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": tests}.get(stage, ())
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": self.test_keys}.get(stage, ())
         for split in needed:
             self.dataset(split)
 
@@ -395,4 +399,4 @@ class ParallelDataModule(pl.LightningDataModule):
         """The test set's loader; with ``extra_test_splits``, a list: the test set's, then one per extra split."""
         if not self.extra_test_splits:
             return self._loader("test", shuffle=False)
-        return [self._loader(split, shuffle=False) for split in ("test", *self.extra_test_splits)]
+        return [self._loader(split, shuffle=False) for split in self.test_keys]
