@@ -7,13 +7,17 @@ skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path 
 ``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
 of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
 interruption therefore continues where it stopped, unless a later commit changed the code the
-run's task runs (then resuming is refused: one run, one version of the code). A run whose folder
+run's task runs (then resuming is refused: one run, one version of the code). A finished run whose
+code or config changed since its commit (what ``anyformer report`` marks stale) is still skipped, and
+the plan says so; ``--rerun-stale`` reruns it, and an interrupted one from scratch, after moving its
+old folder to ``runs/.stale/<name>/`` (the previous one there is replaced). A run whose folder
 another process holds (its lock, :mod:`anyformer.core.train.run_lock`: a fit still running) is
 reported and left alone.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +38,8 @@ from anyformer.experiments.comparison import (
 from anyformer.experiments.report_git import Git, code_paths, describe_changes
 
 RUNS_DIR = Path("runs")  # where `anyformer <task> fit` writes, relative to the current folder
+STALE_DIR = ".stale"
+"""Folder of ``runs/`` where ``--rerun-stale`` keeps the last stale version of each run it reran."""
 POLL_S = 1.0
 """How often ``--jobs`` looks at its running children."""
 
@@ -45,12 +51,15 @@ class Step:
     label: str
     argv: list[str]
     action: str
-    """``run``, ``resume``, ``skip``, or ``locked`` (another process is writing the run: left alone)."""
+    """``run``, ``resume``, ``skip``, ``rerun`` (a stale run, started over), or ``locked`` (another
+    process is writing the run: left alone)."""
     reason: str
     creates: str | None = None
     """For a setup step, the file it must create."""
     needs: tuple[str, ...] = ()
     """Runs that must have finished before this step runs (an evaluation's ``after``)."""
+    replaces: Path | None = None
+    """For a ``rerun`` step, the stale run's folder, moved to ``runs/.stale/`` when the step starts."""
 
 
 def _own_record(run_dir: Path, planned: list[str]) -> dict | None:
@@ -78,41 +87,49 @@ def _locked(run_dir: Path, label: str, argv: list[str], needs: tuple[str, ...] =
     return Step(label, argv, "locked", f"in use by {run_lock.describe_holder(holder)}", needs=needs)
 
 
-def _fit_step(spec: RunSpec, runs_dir: Path) -> Step:
+def _fit_step(spec: RunSpec, runs_dir: Path, rerun_stale: bool) -> Step:
     planned = spec.fit_argv()
-    if locked := _locked(runs_dir / spec.name, spec.name, planned):
+    run_dir = runs_dir / spec.name
+    if locked := _locked(run_dir, spec.name, planned):
         return locked
-    record = _own_record(runs_dir / spec.name, planned)
-    if record is not None and record.get("status") == "finished":
-        return Step(spec.name, planned, "skip", f"finished {record['ended']}")
-    if spec.checkpoint(runs_dir).is_file():
-        if record is None:  # every fit writes run.json before its first checkpoint
-            raise UsageError(
-                f"{runs_dir / spec.name} has a last.ckpt but no run.json (made before run records existed, or "
-                "by hand), so its command and code version are unknown; move that folder away to rerun the run"
-            )
-        _refuse_mixed_code(runs_dir / spec.name, record, spec.task)
-        return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
-    return Step(spec.name, planned, "run", "not run yet")
-
-
-def _refuse_mixed_code(run_dir: Path, record: dict, task: str) -> None:
-    """Refuse to resume a run whose task's code or config changed in a commit after the one it started from.
-
-    A resumed fit records the commit of its last leg, so finishing it on newer code would publish a
-    run trained partly by code that no longer exists, under a commit that does not describe it.
-    """
-    git = Git.of(Path.cwd())
-    commit = (record.get("git") or {}).get("commit")
-    if git is None or not commit:
-        return
-    if changed := git.stale(record, code_paths(task, root=git.root)):
+    record = _own_record(run_dir, planned)
+    finished = record is not None and record.get("status") == "finished"
+    if not finished and not spec.checkpoint(runs_dir).is_file():
+        return Step(spec.name, planned, "run", "not run yet" if record is None else f"status {record['status']}")
+    if record is None:  # every fit writes run.json before its first checkpoint
+        raise UsageError(
+            f"{run_dir} has a last.ckpt but no run.json (made before run records existed, or "
+            "by hand), so its command and code version are unknown; move that folder away to rerun the run"
+        )
+    changed = _changes_since(record, (spec.task,))
+    if changed and rerun_stale:
+        return Step(spec.name, planned, "rerun", _stale_reason(changed), replaces=run_dir)
+    if finished:
+        return Step(spec.name, planned, "skip", _finished_reason(record, changed))
+    if changed:  # a resumed fit records the commit of its last leg: finishing it on newer code would hide the mix
+        commit = record["git"]["commit"]
         raise UsageError(
             f"{run_dir} was interrupted at commit {commit[:10]}, and its code or config changed since "
-            f"({describe_changes(changed)}): "
-            f"resuming would train one run with two versions of the code; delete {run_dir} to start it over, "
-            f"or finish it from a checkout of {commit[:10]}"
+            f"({describe_changes(changed)}): resuming would train one run with two versions of the code; "
+            f"pass --rerun-stale (or delete {run_dir}) to start it over, or finish it from a checkout of {commit[:10]}"
         )
+    return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
+
+
+def _changes_since(record: dict, tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The files of ``tasks``' code and the run's config that commits after the run's own changed
+    (:meth:`Git.stale`, the report's stale mark); empty outside git or for a current run."""
+    git = Git.of(Path.cwd())
+    return () if git is None else git.stale(record, code_paths(*tasks, root=git.root))
+
+
+def _stale_reason(changed: tuple[str, ...]) -> str:
+    return f"stale: {describe_changes(changed)} changed since it ran"
+
+
+def _finished_reason(record: dict, changed: tuple[str, ...]) -> str:
+    stale = f"; {_stale_reason(changed)}, --rerun-stale reruns it" if changed else ""
+    return f"finished {record['ended']}{stale}"
 
 
 def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
@@ -125,17 +142,18 @@ def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
     return Step(f"{spec.name} test", spec.test_argv(), "run", "after the fit")
 
 
-def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step]) -> Step:
-    """Skip an evaluation that finished after every run it reads; run it otherwise.
+def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step], rerun_stale: bool) -> Step:
+    """Skip an evaluation that finished after every run it reads, on the code it ran; run it otherwise.
 
     ``planned_steps`` are the earlier steps of this plan by label: an ``after`` run that runs now
     makes the evaluation stale; one outside the plan (``--only``) must already have finished.
     """
     planned = spec.argv()
-    if locked := _locked(runs_dir / spec.name, spec.name, planned, spec.after):
+    run_dir = runs_dir / spec.name
+    if locked := _locked(run_dir, spec.name, planned, spec.after):
         return locked
-    record = _own_record(runs_dir / spec.name, planned)
-    changed = []
+    record = _own_record(run_dir, planned)
+    changed, read = [], []
     for name in spec.after:
         step = planned_steps.get(name)
         before = _finished(runs_dir, name)
@@ -148,17 +166,24 @@ def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step]) -
         newer = before is not None and record is not None and before["ended"] > record["started"]
         if runs_now or newer:
             changed.append(name)
-    if record is not None and record.get("status") == "finished" and not changed:
-        return Step(spec.name, planned, "skip", f"finished {record['ended']}", needs=spec.after)
+        read += [str(before.get("task"))] if before else []
     if changed:
-        reason = f"after {', '.join(changed)}"
-    else:
+        return Step(spec.name, planned, "run", f"after {', '.join(changed)}", needs=spec.after)
+    if record is None or record.get("status") != "finished":
         reason = "not run yet" if record is None else f"status {record['status']}"
-    return Step(spec.name, planned, "run", reason, needs=spec.after)
+        return Step(spec.name, planned, "run", reason, needs=spec.after)
+    # its numbers are the tool's and those of the tasks whose runs it reads (as the report judges them)
+    stale = _changes_since(record, (str(record.get("task")), *read))
+    if stale and rerun_stale:
+        return Step(spec.name, planned, "rerun", _stale_reason(stale), needs=spec.after, replaces=run_dir)
+    return Step(spec.name, planned, "skip", _finished_reason(record, stale), needs=spec.after)
 
 
-def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | None = None) -> list[Step]:
-    """The commands ``anyformer experiment`` would run, in order, each with its action.
+def plan(
+    comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | None = None, rerun_stale: bool = False
+) -> list[Step]:
+    """The commands ``anyformer experiment`` would run, in order, each with its action; with
+    ``rerun_stale``, runs whose code or config changed since they ran are rerun from scratch.
 
     Raises:
         UsageError: ``only`` names a run the comparison lacks, a run folder was made by another
@@ -173,9 +198,9 @@ def plan(comparison: Comparison, runs_dir: Path = RUNS_DIR, only: list[str] | No
         steps.append(Step("setup", setup.argv(), action, f"creates {setup.creates}", creates=setup.creates))
     for spec in specs:
         if isinstance(spec, EvalSpec):
-            steps.append(_eval_step(spec, runs_dir, {step.label: step for step in steps}))
+            steps.append(_eval_step(spec, runs_dir, {step.label: step for step in steps}, rerun_stale))
             continue
-        fit = _fit_step(spec, runs_dir)
+        fit = _fit_step(spec, runs_dir, rerun_stale)
         steps.append(fit)
         if "test" in spec.then:
             steps.append(_test_step(spec, fit, runs_dir))
@@ -220,7 +245,7 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
     steps waiting on a failed or unfinished run are not started. Returns 0 when every step ended
     well, else 1.
     """
-    todo = [step for step in steps if step.action in ("run", "resume")]
+    todo = [step for step in steps if step.action in ("run", "resume", "rerun")]
     for step in [step for step in todo if step.label == "setup"]:
         if _run_one(step) != 0:
             return 1
@@ -239,6 +264,7 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
             if not _needs_finished(step):
                 failed.append(step.label)
                 continue
+            _set_aside(step)
             print(f"anyformer experiment: started {step.label}, output in {log_path(step)}", flush=True)
             running[step.label] = (start(step, log_path(step)), step)
         if not running:
@@ -270,10 +296,24 @@ def _needs_finished(step: Step) -> bool:
     return True
 
 
+def _set_aside(step: Step) -> None:
+    """Move a ``rerun`` step's stale run folder to ``runs/.stale/<name>/`` (replacing an older one there),
+    so the rerun starts from nothing and the stale run is kept until the next rerun of it."""
+    if step.replaces is None or not step.replaces.exists():
+        return
+    kept = step.replaces.parent / STALE_DIR / step.replaces.name
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.parent.mkdir(exist_ok=True)
+    step.replaces.rename(kept)
+    print(f"anyformer experiment: moved the stale {step.replaces} to {kept}", flush=True)
+
+
 def _run_one(step: Step) -> int:
     """Run a step in the foreground, with the serial loop's checks (needs, creates); 0 when it ended well."""
     if not _needs_finished(step):
         return 1
+    _set_aside(step)
     if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
         Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
     if (status := execute(step)) != 0:
@@ -296,6 +336,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--only", action="append", metavar="RUN", help="run only this run (repeatable)")
     parser.add_argument("--comparisons", default=str(COMPARISONS_DIR), help="folder of comparison YAML files")
     parser.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="rerun from scratch the runs whose code or config changed in a commit since they ran (the "
+        "report's stale mark; by default they are skipped); each old folder is kept in runs/.stale/",
+    )
+    parser.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -310,7 +356,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     comparison = load_comparison(comparison_path(args.name, args.comparisons))
-    steps = plan(comparison, RUNS_DIR, args.only)
+    steps = plan(comparison, RUNS_DIR, args.only, rerun_stale=args.rerun_stale)
     print(f"# anyformer experiment {comparison.name}: {comparison.title}")
     locked = [step.label for step in steps if step.action == "locked"]
     for number, step in enumerate(steps, 1):

@@ -246,31 +246,110 @@ def test_setup_gets_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
     assert ran == ["setup"]
 
 
-def test_resuming_is_refused_once_a_later_commit_changed_the_code_of_the_runs_task(planned):
-    """A resumed fit records its last leg's commit: finishing it on changed code would hide the mix."""
+def _git(*args: str) -> str:
     import subprocess
 
-    def git(*args: str) -> str:
-        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}  # fmt: skip
-        return subprocess.run(["git", *args], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    return subprocess.run(["git", *args], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
-    for name in ("text/__init__.py", "text/gpt/__init__.py", "text/gpt/gpt_task.py", "vision/__init__.py"):
+
+def _commit_code(*changed: str) -> str:
+    """Write (or rewrite) these files of the current folder, commit everything, return the commit."""
+    for name in changed:
         Path(name).parent.mkdir(parents=True, exist_ok=True)
-        Path(name).write_text("x = 1\n")
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-q", "-m", "code")
-    one = planned.runs[0]  # task gpt: its code is text/gpt/gpt_task.py (and the packages' __init__)
-    _record(one, status="running", git={"commit": git("rev-parse", "HEAD"), "dirty": False})
+        before = Path(name).read_text() if Path(name).exists() else ""
+        Path(name).write_text(before + "x = 1\n")  # a new line each time: always a change
+    if not Path(".git").exists():
+        _git("init", "-q")
+    _git("add", "-A")
+    _git("commit", "-q", "-m", "code")
+    return _git("rev-parse", "HEAD")
+
+
+# the code of task gpt (its module and the packages' __init__), of the tool decode-eval, and of another task
+GPT_CODE = ("text/__init__.py", "text/gpt/__init__.py", "text/gpt/gpt_task.py")
+DECODE_EVAL_CODE = "text/gpt/decode_eval.py"
+
+
+def test_resuming_is_refused_once_a_later_commit_changed_the_code_of_the_runs_task(planned):
+    """A resumed fit records its last leg's commit: finishing it on changed code would hide the mix."""
+    commit = _commit_code(*GPT_CODE, "vision/__init__.py")
+    one = planned.runs[0]  # task gpt
+    _record(one, status="running", git={"commit": commit, "dirty": False})
     _checkpoint(one)
-    Path("vision/__init__.py").write_text("x = 2\n")  # another task's code: resuming is fine
-    git("commit", "-q", "-am", "vision")
+    _commit_code("vision/__init__.py")  # another task's code: resuming is fine
     assert _actions(planned, only=["one"])[-1] == ("one", "resume")
-    Path("text/gpt/gpt_task.py").write_text("x = 2\n")
-    git("commit", "-q", "-am", "gpt")
+    _commit_code("text/gpt/gpt_task.py")
     with pytest.raises(UsageError, match=r"runs/one was interrupted at commit \w{10}, .* \(`text/gpt/gpt_task\.py`\)"):
         experiment.plan(planned, Path("runs"), only=["one"])
+    # asked to, it starts the run over instead
+    assert _actions(planned, only=["one"], rerun_stale=True)[-1] == ("one", "rerun")
+
+
+def test_a_stale_finished_run_is_skipped_with_its_changes_named_and_rerun_from_scratch_on_request(planned):
+    commit = _commit_code(*GPT_CODE, "vision/__init__.py")
+    one, two = planned.runs  # tasks gpt and vit
+    _record(one, git={"commit": commit, "dirty": False})
+    _record(two, git={"commit": commit, "dirty": False}, test={"ended": "2026-01-01T02:00:00Z"})
+    Path("data.npz").write_bytes(b"")
+    assert _actions(planned, rerun_stale=True)[1:] == [("one", "skip"), ("two", "skip"), ("two test", "skip")]
+    _commit_code("text/gpt/gpt_task.py")
+    steps = experiment.plan(planned, Path("runs"))
+    assert [(s.label, s.action) for s in steps[1:]] == [("one", "skip"), ("two", "skip"), ("two test", "skip")]
+    assert steps[1].reason == (
+        "finished 2026-01-01T01:00:00Z; stale: `text/gpt/gpt_task.py` changed since it ran, --rerun-stale reruns it"
+    )
+    steps = experiment.plan(planned, Path("runs"), rerun_stale=True)
+    assert [(s.label, s.action) for s in steps[1:]] == [("one", "rerun"), ("two", "skip"), ("two test", "skip")]
+    assert steps[1].argv == one.fit_argv() and steps[1].replaces == Path("runs/one")  # from scratch: no --ckpt_path
+
+
+def test_a_rerun_keeps_the_stale_folder_aside_until_the_next_rerun(planned, monkeypatch, capsys):
+    commit = _commit_code(*GPT_CODE)
+    one = planned.runs[0]
+    _record(one, git={"commit": commit, "dirty": False}, metrics={"val_loss": 1.0})
+    _checkpoint(one)
+    _commit_code("text/gpt/gpt_task.py")
+    seen = []
+
+    def execute(step):  # the fit sees an empty folder, then writes its new record
+        seen.append((step.label, Path("runs/one").exists()))
+        _record(one, git={"commit": _git("rev-parse", "HEAD"), "dirty": False}, metrics={"val_loss": 2.0})
+        return 0
+
+    monkeypatch.setattr(experiment, "execute", execute)
+    Path("data.npz").write_bytes(b"")
+    args = ["toy", "--comparisons", "comparisons", "--only", "one", "--rerun-stale"]
+    assert experiment.main(args) == 0
+    assert seen == [("one", False)]
+    assert read_record(Path("runs/.stale/one"))["metrics"] == {"val_loss": 1.0}
+    assert Path("runs/.stale/one/checkpoints/last.ckpt").read_bytes() == b"weights"
+    assert read_record(Path("runs/one"))["metrics"] == {"val_loss": 2.0}
+    assert "moved the stale runs/one to runs/.stale/one" in capsys.readouterr().out
+    assert experiment.main(args) == 0 and seen == [("one", False)]  # current now: skipped
+    _commit_code("text/gpt/gpt_task.py")
+    assert experiment.main(args) == 0 and seen == [("one", False)] * 2
+    assert read_record(Path("runs/.stale/one"))["metrics"] == {"val_loss": 2.0}  # only the last stale version
+
+
+def test_an_evaluation_is_stale_when_its_tool_changed_or_the_code_of_the_runs_it_reads(evaluated):
+    commit = _commit_code(*GPT_CODE, DECODE_EVAL_CODE)
+    fit, greedy, beam = evaluated.runs
+    at = {"git": {"commit": commit, "dirty": False}}
+    _record(fit, task="gpt", **at)
+    _record(greedy, task="decode-eval", started="2026-01-01T02:00:00Z", ended="2026-01-01T02:01:00Z", **at)
+    _record(beam, task="decode-eval", started="2026-01-01T02:02:00Z", ended="2026-01-01T02:03:00Z", **at)
+    _commit_code(DECODE_EVAL_CODE)  # the tool: the fit is current, its evaluations are not
+    steps = experiment.plan(evaluated, Path("runs"))
+    assert [(s.action, "stale: `text/gpt/decode_eval.py`" in s.reason) for s in steps] == [
+        ("skip", False), ("skip", True), ("skip", True)
+    ]  # fmt: skip
+    steps = experiment.plan(evaluated, Path("runs"), rerun_stale=True)
+    assert [(s.label, s.action) for s in steps] == [("fit", "skip"), ("greedy", "rerun"), ("beam", "run")]
+    assert steps[2].reason == "after greedy"  # it reads greedy, which runs again
+    _commit_code("text/gpt/gpt_task.py")  # the task of the run they read: everything runs again
+    assert _actions(evaluated, rerun_stale=True) == [("fit", "rerun"), ("greedy", "run"), ("beam", "run")]
 
 
 def _fake_start(events: Path, fail: str = ""):
