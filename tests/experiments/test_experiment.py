@@ -353,16 +353,25 @@ def test_an_evaluation_is_stale_when_its_tool_changed_or_the_code_of_the_runs_it
 
 
 def _fake_start(events: Path, fail: str = ""):
-    """``runner.start`` replaced by a child that logs when it starts and ends (and fails for ``fail``)."""
+    """``runner.start`` replaced by a child that logs when it starts and ends (and fails for ``fail``).
+
+    With ``fail``, every other child outlives the failing one by half a second (it waits for its end in
+    the log) so the runner has seen the failure before anything else ends, however loaded the machine.
+    """
     import subprocess
     import sys
 
     def start(step, log):
         log.parent.mkdir(parents=True, exist_ok=True)
         code = (
-            "import sys, time; log = open(sys.argv[1], 'a'); label = sys.argv[2]\n"
-            "log.write(f'start {label} {time.monotonic()}\\n'); log.flush(); time.sleep(0.4)\n"
-            "log.write(f'end {label} {time.monotonic()}\\n'); sys.exit(3 if label == sys.argv[3] else 0)\n"
+            "import pathlib, sys, time; events, label, fail = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+            "log = events.open('a'); log.write(f'start {label} {time.monotonic()}\\n'); log.flush()\n"
+            "time.sleep(0.4)\n"
+            "if fail and label != fail:\n"
+            "    deadline = time.monotonic() + 30\n"
+            "    while f'end {fail} ' not in events.read_text() and time.monotonic() < deadline: time.sleep(0.02)\n"
+            "    time.sleep(0.5)\n"
+            "log.write(f'end {label} {time.monotonic()}\\n'); sys.exit(3 if label == fail else 0)\n"
         )
         return subprocess.Popen([sys.executable, "-c", code, str(events), step.label, fail])
 
