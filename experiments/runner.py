@@ -61,6 +61,11 @@ class Step:
     replaces: Path | None = None
     """For a ``rerun`` step, the stale run's folder, moved to ``runs/.stale/`` when the step starts."""
 
+    @property
+    def executes(self) -> bool:
+        """Whether running the plan starts this step (``run``, ``resume``, ``rerun``)."""
+        return self.action in ("run", "resume", "rerun")
+
 
 def _own_record(run_dir: Path, planned: list[str]) -> dict | None:
     """The record in ``run_dir``, refused if another command made it."""
@@ -245,7 +250,7 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
     steps waiting on a failed or unfinished run are not started. Returns 0 when every step ended
     well, else 1.
     """
-    todo = [step for step in steps if step.action in ("run", "resume", "rerun")]
+    todo = [step for step in steps if step.executes]
     for step in [step for step in todo if step.label == "setup"]:
         if _run_one(step) != 0:
             return 1
@@ -261,10 +266,9 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
             if not prerequisites[step.label] <= ended_well:
                 continue
             todo.remove(step)
-            if not _needs_finished(step):
+            if not _ready(step):
                 failed.append(step.label)
                 continue
-            _set_aside(step)
             print(f"anyformer experiment: started {step.label}, output in {log_path(step)}", flush=True)
             running[step.label] = (start(step, log_path(step)), step)
         if not running:
@@ -285,6 +289,14 @@ def run_in_parallel(steps: list[Step], jobs: int) -> int:
         print(f"anyformer experiment: failed: {', '.join(failed) or 'none'}{waiting}; rerun to resume", file=sys.stderr)
         return 1
     return 0
+
+
+def _ready(step: Step) -> bool:
+    """Check what ``step`` reads and set its stale folder aside, just before it starts; False when it must not."""
+    if not _needs_finished(step):
+        return False
+    _set_aside(step)
+    return True
 
 
 def _needs_finished(step: Step) -> bool:
@@ -311,9 +323,8 @@ def _set_aside(step: Step) -> None:
 
 def _run_one(step: Step) -> int:
     """Run a step in the foreground, with the serial loop's checks (needs, creates); 0 when it ended well."""
-    if not _needs_finished(step):
+    if not _ready(step):
         return 1
-    _set_aside(step)
     if step.creates is not None:  # tools refuse a missing output folder; on a fresh clone data/ is one
         Path(step.creates).parent.mkdir(parents=True, exist_ok=True)
     if (status := execute(step)) != 0:
@@ -361,7 +372,7 @@ def main(argv: list[str]) -> int:
     locked = [step.label for step in steps if step.action == "locked"]
     for number, step in enumerate(steps, 1):
         print(f"[{number}/{len(steps)}] {step.action:<6} {step.label} ({step.reason})\n    {command_line(step.argv)}")
-        if not (args.dry_run or args.jobs > 1 or step.action in ("skip", "locked")) and _run_one(step) != 0:
+        if step.executes and not (args.dry_run or args.jobs > 1) and _run_one(step) != 0:
             return 1
     if args.jobs > 1 and not args.dry_run and run_in_parallel(steps, args.jobs) != 0:
         return 1
