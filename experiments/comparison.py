@@ -18,6 +18,9 @@ documented in the header of every comparison file; in short::
         then: [test]                  # optional: `anyformer <task> test` on last.ckpt after the fit
         group: name                   # optional: runs sharing a group differ only by seed; a table
                                       # shows them as one row, mean ± std (n), per-seed rows folded
+        after: [run_name]             # optional: earlier runs whose output the fit reads (a DeiT
+                                      # student's teacher): it waits for them, and reruns from scratch
+                                      # when one of them is newer
       - name: eval_name               # an evaluation run: instead of task/config, a command of a tool
         command: anyformer decode-eval --ckpt runs/run_name/checkpoints/last.ckpt ...
         after: [run_name]             # optional: earlier runs it reads (rerun when one of them is newer)
@@ -98,6 +101,9 @@ class RunSpec:
     """Steps after the fit, from THEN_STEPS."""
     group: str | None = None
     """Seed group: runs of one group differ only by ``--seed_everything``."""
+    after: tuple[str, ...] = ()
+    """Runs of the same comparison whose output the fit reads (a teacher's checkpoint), which must have
+    finished first; a fit that ran before one of them ended no longer matches it."""
 
     def fit_argv(self) -> list[str]:
         """The fit command, starting with ``anyformer``."""
@@ -216,8 +222,8 @@ def _run_name(where: str, raw: dict[str, Any]) -> str:
     return name
 
 
-def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
-    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then", "group"})
+def _run_spec(where: str, raw: Any, root: Path, earlier: list[str]) -> RunSpec:
+    raw = _keys(where, raw, {"name", "task", "config"}, {"overrides", "then", "group", "after"})
     name, task, config = _run_name(where, raw), str(raw["task"]), str(raw["config"])
     if task not in TASKS:
         raise UsageError(f"{where}.task {task!r} is not one of {sorted(TASKS)}")
@@ -227,7 +233,16 @@ def _run_spec(where: str, raw: Any, root: Path) -> RunSpec:
     if set(then) - set(THEN_STEPS):
         raise UsageError(f"{where}.then {list(then)} may only hold {list(THEN_STEPS)}")
     overrides = _str_list(f"{where}.overrides", raw.get("overrides", []))
-    return RunSpec(name, task, config, overrides, then, _group_name(where, raw.get("group")))
+    group, after = _group_name(where, raw.get("group")), _after(where, raw, earlier)
+    return RunSpec(name, task, config, overrides, then, group, after)
+
+
+def _after(where: str, raw: dict[str, Any], earlier: list[str]) -> tuple[str, ...]:
+    """A run's ``after``: runs it reads, which must be listed before it (so a plan runs them first)."""
+    after = _str_list(f"{where}.after", raw.get("after", []))
+    if unknown := [run for run in after if run not in earlier]:
+        raise UsageError(f"{where}.after {unknown} must name runs listed before it ({earlier})")
+    return after
 
 
 def _group_name(where: str, group: Any) -> str | None:
@@ -349,17 +364,14 @@ def _eval_spec(where: str, raw: dict[str, Any], earlier: list[str]) -> EvalSpec:
         raise UsageError(f"{where}.command: `anyformer {tool}` records no run; an evaluation run needs one of {needed}")
     if any(arg == "--run-name" or arg.startswith("--run-name=") for arg in argv):
         raise UsageError(f"{where}.command must not hold --run-name: `--run-name {name}` is added to it")
-    after = _str_list(f"{where}.after", raw.get("after", []))
-    if unknown := [run for run in after if run not in earlier]:
-        raise UsageError(f"{where}.after {unknown} must name runs listed before it ({earlier})")
-    return EvalSpec(name, tuple(argv), after, _group_name(where, raw.get("group")))
+    return EvalSpec(name, tuple(argv), _after(where, raw, earlier), _group_name(where, raw.get("group")))
 
 
 def _run(where: str, raw: Any, root: Path, earlier: list[str]) -> Run:
     """A training run, or an evaluation run when the entry has a ``command``."""
     if isinstance(raw, dict) and "command" in raw:
         return _eval_spec(where, raw, earlier)
-    return _run_spec(where, raw, root)
+    return _run_spec(where, raw, root, earlier)
 
 
 def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
@@ -367,7 +379,7 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
 
     Raises:
         UsageError: a missing file, a bad key or value, an unknown task, a config that does not
-            exist, an evaluation command that is not a recording tool's or runs ``after`` a run not
+            exist, an evaluation command that is not a recording tool's, a run ``after`` a run not
             listed before it, a duplicate run name, a table row that is not one of the runs, a
             table reference that is not one of its rows (or gap columns without one), a
             figure that is not an ``anyformer attention`` run of the comparison, or samples of a

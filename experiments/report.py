@@ -33,7 +33,6 @@ from anyformer.core.train.run_record import command_line, same_command
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
-    EvalSpec,
     Run,
     RunSpec,
     all_comparisons,
@@ -173,13 +172,30 @@ def render_samples(comparison: Comparison, results: dict[str, RunResult]) -> lis
 
 
 def exercised(result: RunResult, results: dict[str, RunResult]) -> tuple[str, ...]:
-    """The tasks (and tools) whose code a run's numbers depend on: its own, and for an evaluation run
-    the tasks of the runs it reads (a rollout's numbers are the Decision Transformer's as much as the tool's)."""
+    """The tasks (and tools) whose code a run's numbers depend on: its own, and those of the runs it
+    reads (``after``: a rollout's numbers are the Decision Transformer's as much as the tool's, a DeiT
+    student's are its teacher's too)."""
     tasks = [str(result.record.get("task"))] if result.record else []
-    if isinstance(result.spec, EvalSpec):
-        read = [results[name].record for name in result.spec.after if name in results]
-        tasks += [str(record.get("task")) for record in read if record]
+    read = [results[name].record for name in result.spec.after if name in results]
+    tasks += [str(record.get("task")) for record in read if record]
     return tuple(dict.fromkeys(tasks))
+
+
+def mark_stale(results: dict[str, RunResult], git: Git) -> None:
+    """Set each backed run's ``stale``: what changed in its exercised code and config since its commit,
+    then, in declared order (a run reads only earlier ones), what changed in the runs it reads (their
+    stale files) and which of them ended after it started (rerun since: it read an older version)."""
+    for result in results.values():
+        if result.backed:
+            result.stale = git.stale(result.record, code_paths(*exercised(result, results), root=git.root))
+    for result in results.values():
+        if not result.backed:
+            continue
+        read = [results[name] for name in result.spec.after if name in results and results[name].backed]
+        inherited = [path for other in read for path in other.stale]
+        rerun = [other.spec.name for other in read if other.record["ended"] > result.record["started"]]
+        result.stale = tuple(sorted({*result.stale, *inherited}))
+        result.reads_newer = tuple(rerun)
 
 
 def seed_groups(comparison: Comparison) -> dict[str, str]:
@@ -247,9 +263,7 @@ def write_report(
     for comparison in comparisons:
         results = {spec.name: load_result(spec, runs_dir, comparison.plot, archive_dir) for spec in comparison.runs}
         if git is not None:
-            for result in results.values():
-                if result.backed:
-                    result.stale = git.stale(result.record, code_paths(*exercised(result, results), root=git.root))
+            mark_stale(results, git)
         written += archive_runs(results, runs_dir, archive_dir)
         groups = seed_groups(comparison)
         if comparison.name == SUITE:
@@ -271,7 +285,8 @@ def write_report(
         f"Empty cells ({MISSING}) are metrics a run does not log; runs not finished by the declared command are",
         "listed as such, never filled in. A row marked † was made from a tree with uncommitted changes; one marked",
         "(stale) ran before a commit that changed the code of its task (`core/`, or a module of its domain that the",
-        "task imports) or the settings of its config: rerun those.",
+        "task imports) or the settings of its config, or reads a run (a teacher, a pretrained model) that is stale or",
+        "was rerun after it started: rerun those.",
         "Seeds of one setting are one row, mean ± std (n), with the per-seed rows folded below the table.",
         "",
     ]

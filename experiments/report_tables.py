@@ -57,8 +57,16 @@ class RunResult:
     validations: list[dict[str, float]] = field(default_factory=list)
     """Every metrics.csv row that logged ``wall_s`` (a validation), its non-empty columns."""
     stale: tuple[str, ...] = ()
-    """The files of the code it exercises that commits after the run's changed (set by the report);
-    empty while the run describes the code."""
+    """The files of the code it exercises (its own and that of the runs it reads) that commits after
+    the run's changed (set by the report); empty while the run describes the code."""
+    reads_newer: tuple[str, ...] = ()
+    """The runs it reads (``after``) that ended after it started: rerun since, so it read an older
+    version of them (set by the report)."""
+
+    @property
+    def outdated(self) -> bool:
+        """Whether the report marks it stale: changed code or config, or a run it reads rerun since."""
+        return bool(self.stale or self.reads_newer)
 
     @property
     def backed(self) -> bool:
@@ -196,7 +204,7 @@ def summary_row(kind: str, results: list[RunResult], columns: tuple[str, ...], s
 def _label(name: str, members: list[RunResult]) -> str:
     backed = [result for result in members if result.backed]
     marks = [DIRTY_MARK] if any(dirty(result.record) for result in backed) else []
-    marks += [STALE_MARK] if any(result.stale for result in backed) else []
+    marks += [STALE_MARK] if any(result.outdated for result in backed) else []
     return " ".join([name, *marks])
 
 
@@ -244,8 +252,14 @@ def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec
         )
     if stale := sorted({path for result in backed for path in result.stale}):
         lines.append(
-            f"{STALE_MARK} code its task runs or its config changed in a commit made after the run's commit "
+            f"{STALE_MARK} code its task runs or its config (or those of a run it reads) changed in a commit made "
+            "after the run's commit "
             f"({describe_changes(stale)}): the numbers may no longer describe the code; rerun it."
+        )
+    if newer := sorted({name for result in backed for name in result.reads_newer}):
+        lines.append(
+            f"{STALE_MARK} a run it reads ({', '.join(newer)}) was rerun after it started: its numbers come from "
+            "the older version of that run; rerun it."
         )
     return lines
 

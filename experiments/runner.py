@@ -5,7 +5,8 @@ evaluation run: ``<command> --run-name <name>``), so a crash in one run cannot l
 in the next, and each writes ``runs/<name>/run.json``. A run whose record says ``finished`` is
 skipped; one with a ``last.ckpt`` but no finished record resumes (``--ckpt_path last``); a
 ``then: [test]`` step reruns only if the fit is newer than its last test, an evaluation only if one
-of its ``after`` runs is newer than it or runs again now. Rerunning the same command after an
+of its ``after`` runs is newer than it or runs again now; a fit with ``after`` runs (a DeiT student
+reading its teacher) starts over in that case. Rerunning the same command after an
 interruption therefore continues where it stopped, unless a later commit changed the code the
 run's task runs (then resuming is refused: one run, one version of the code). A finished run whose
 code or config changed since its commit (what ``anyformer report`` marks stale) is still skipped, and
@@ -57,7 +58,7 @@ class Step:
     creates: str | None = None
     """For a setup step, the file it must create."""
     needs: tuple[str, ...] = ()
-    """Runs that must have finished before this step runs (an evaluation's ``after``)."""
+    """Runs that must have finished before this step runs (a run's ``after``)."""
     replaces: Path | None = None
     """For a ``rerun`` step, the stale run's folder, moved to ``runs/.stale/`` when the step starts."""
 
@@ -92,25 +93,29 @@ def _locked(run_dir: Path, label: str, argv: list[str], needs: tuple[str, ...] =
     return Step(label, argv, "locked", f"in use by {run_lock.describe_holder(holder)}", needs=needs)
 
 
-def _fit_step(spec: RunSpec, runs_dir: Path, rerun_stale: bool) -> Step:
+def _fit_step(spec: RunSpec, runs_dir: Path, planned_steps: dict[str, Step], rerun_stale: bool) -> Step:
     planned = spec.fit_argv()
     run_dir = runs_dir / spec.name
-    if locked := _locked(run_dir, spec.name, planned):
+    if locked := _locked(run_dir, spec.name, planned, spec.after):
         return locked
     record = _own_record(run_dir, planned)
+    newer, read = _read_runs(spec, runs_dir, planned_steps, record)
     finished = record is not None and record.get("status") == "finished"
     if not finished and not spec.checkpoint(runs_dir).is_file():
-        return Step(spec.name, planned, "run", "not run yet" if record is None else f"status {record['status']}")
+        reason = "not run yet" if record is None else f"status {record['status']}"
+        return Step(spec.name, planned, "run", reason, needs=spec.after)
     if record is None:  # every fit writes run.json before its first checkpoint
         raise UsageError(
             f"{run_dir} has a last.ckpt but no run.json (made before run records existed, or "
             "by hand), so its command and code version are unknown; move that folder away to rerun the run"
         )
-    changed = _changes_since(record, (spec.task,))
+    if newer:  # it read an older version of them (a teacher since rerun): neither a result nor resumable
+        return Step(spec.name, planned, "rerun", f"after {', '.join(newer)}", needs=spec.after, replaces=run_dir)
+    changed = _changes_since(record, (spec.task, *read))
     if changed and rerun_stale:
-        return Step(spec.name, planned, "rerun", _stale_reason(changed), replaces=run_dir)
+        return Step(spec.name, planned, "rerun", _stale_reason(changed), needs=spec.after, replaces=run_dir)
     if finished:
-        return Step(spec.name, planned, "skip", _finished_reason(record, changed))
+        return Step(spec.name, planned, "skip", _finished_reason(record, changed), needs=spec.after)
     if changed:  # a resumed fit records the commit of its last leg: finishing it on newer code would hide the mix
         commit = record["git"]["commit"]
         raise UsageError(
@@ -118,7 +123,32 @@ def _fit_step(spec: RunSpec, runs_dir: Path, rerun_stale: bool) -> Step:
             f"({describe_changes(changed)}): resuming would train one run with two versions of the code; "
             f"pass --rerun-stale (or delete {run_dir}) to start it over, or finish it from a checkout of {commit[:10]}"
         )
-    return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}")
+    return Step(spec.name, [*planned, "--ckpt_path", "last"], "resume", f"status {record['status']}", needs=spec.after)
+
+
+def _read_runs(
+    spec: RunSpec | EvalSpec, runs_dir: Path, planned_steps: dict[str, Step], record: dict | None
+) -> tuple[list[str], list[str]]:
+    """The ``after`` runs that make ``spec``'s record out of date (they run now, or ended after it
+    started), and the tasks of those that finished (their code is part of what ``spec`` computes).
+
+    ``planned_steps`` are the earlier steps of this plan by label; an ``after`` run outside the plan
+    (``--only``) must already have finished.
+    """
+    newer, read = [], []
+    for name in spec.after:
+        step = planned_steps.get(name)
+        before = _finished(runs_dir, name)
+        if step is None and before is None:
+            raise UsageError(
+                f"{spec.name} runs after {name}, which has not finished and is not in this plan; "
+                f"run it first (add --only {name})"
+            )
+        runs_now = step is not None and step.action != "skip"
+        if runs_now or (before is not None and record is not None and before["ended"] > record["started"]):
+            newer.append(name)
+        read += [str(before.get("task"))] if before else []
+    return newer, read
 
 
 def _changes_since(record: dict, tasks: tuple[str, ...]) -> tuple[str, ...]:
@@ -148,30 +178,14 @@ def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:
 
 
 def _eval_step(spec: EvalSpec, runs_dir: Path, planned_steps: dict[str, Step], rerun_stale: bool) -> Step:
-    """Skip an evaluation that finished after every run it reads, on the code it ran; run it otherwise.
-
-    ``planned_steps`` are the earlier steps of this plan by label: an ``after`` run that runs now
-    makes the evaluation stale; one outside the plan (``--only``) must already have finished.
-    """
+    """Skip an evaluation that finished after every run it reads, on the code it ran; run it otherwise
+    (``planned_steps``: as :func:`_read_runs` takes them)."""
     planned = spec.argv()
     run_dir = runs_dir / spec.name
     if locked := _locked(run_dir, spec.name, planned, spec.after):
         return locked
     record = _own_record(run_dir, planned)
-    changed, read = [], []
-    for name in spec.after:
-        step = planned_steps.get(name)
-        before = _finished(runs_dir, name)
-        if step is None and before is None:
-            raise UsageError(
-                f"{spec.name} runs after {name}, which has not finished and is not in this plan; "
-                f"run it first (add --only {name})"
-            )
-        runs_now = step is not None and step.action != "skip"
-        newer = before is not None and record is not None and before["ended"] > record["started"]
-        if runs_now or newer:
-            changed.append(name)
-        read += [str(before.get("task"))] if before else []
+    changed, read = _read_runs(spec, runs_dir, planned_steps, record)
     if changed:
         return Step(spec.name, planned, "run", f"after {', '.join(changed)}", needs=spec.after)
     if record is None or record.get("status") != "finished":
@@ -205,7 +219,7 @@ def plan(
         if isinstance(spec, EvalSpec):
             steps.append(_eval_step(spec, runs_dir, {step.label: step for step in steps}, rerun_stale))
             continue
-        fit = _fit_step(spec, runs_dir, rerun_stale)
+        fit = _fit_step(spec, runs_dir, {step.label: step for step in steps}, rerun_stale)
         steps.append(fit)
         if "test" in spec.then:
             steps.append(_test_step(spec, fit, runs_dir))
@@ -236,7 +250,7 @@ def log_path(step: Step, runs_dir: Path = RUNS_DIR) -> Path:
 
 def _prerequisites(step: Step, steps: list[Step]) -> tuple[str, ...]:
     """Labels of the steps of this plan that must end well before ``step`` starts: a test step's fit,
-    an evaluation's ``after`` runs (those that are in the plan)."""
+    a run's ``after`` runs (those that are in the plan)."""
     labels = {other.label for other in steps}
     name, _, then = step.label.partition(" ")
     own = (name,) if then else ()

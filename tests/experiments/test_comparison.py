@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,19 @@ def test_every_repository_comparison_loads_with_existing_configs_and_known_field
                     assert override.split(".")[3].split("=")[0] in transformer_fields, override
             # A run shared by comparisons is one folder: it must be the same command everywhere.
             assert same_command(commands.setdefault(run.name, run.argv()), run.argv()), run.name
+
+
+def test_every_repository_run_that_reads_another_runs_folder_runs_after_it():
+    """A run reading a checkpoint or file of another run (a DeiT teacher, a pretrained BERT, DPO's pairs)
+    must wait for it and be rerun when it is: ``after`` names every ``runs/<name>/`` its settings mention."""
+    for comparison in all_comparisons(REPO / "experiments/comparisons", root=REPO):
+        for run in comparison.runs:
+            if isinstance(run, EvalSpec):
+                text = " ".join(run.command)
+            else:  # the settings, not the comments (a header's example commands name the run's own folder)
+                text = yaml.safe_dump(yaml.safe_load((REPO / run.config).read_text())) + " ".join(run.overrides)
+            read = set(re.findall(r"\bruns/([\w.-]+)/", text)) - {run.name}
+            assert read <= set(run.after), f"{comparison.name}: {run.name} reads {sorted(read - set(run.after))}"
 
 
 def _write(tmp_path: Path, **changes) -> Path:
@@ -122,6 +136,15 @@ def test_evaluation_run_mistakes_are_one_clear_error(tmp_path, entry, message):
     ]
     with pytest.raises(UsageError, match=message):
         load_comparison(_write(tmp_path, runs=runs), root=tmp_path)
+
+
+def test_a_training_run_may_read_earlier_runs(tmp_path):
+    student = {"name": "student", "task": "vit", "config": "a.yaml", "after": ["teacher"]}
+    runs = [{"name": "teacher", "task": "vision-cnn", "config": "a.yaml"}, student]
+    teacher, read = load_comparison(_write(tmp_path, runs=runs), root=tmp_path).runs
+    assert teacher.after == () and read.after == ("teacher",) and read.argv() == read.fit_argv()
+    with pytest.raises(UsageError, match=r"runs\[0\]\.after \['teacher'\] must name runs listed before it \(\[\]\)"):
+        load_comparison(_write(tmp_path, runs=[student, runs[0]]), root=tmp_path)
 
 
 def test_duplicate_run_names_are_rejected(tmp_path):

@@ -166,6 +166,53 @@ def test_an_evaluation_does_not_start_when_a_run_it_reads_did_not_finish(evaluat
     assert ran == ["fit"] and "greedy needs fit finished first" in capsys.readouterr().err
 
 
+@pytest.fixture
+def distilled(tmp_path, monkeypatch):
+    """A teacher fit and a student fit that reads the teacher's checkpoint (``after``), tested."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
+    runs = [{"name": "teacher", "task": "vision-cnn", "config": "a.yaml"},
+            {"name": "student", "task": "vit", "config": "a.yaml", "then": ["test"], "after": ["teacher"]}]  # fmt: skip
+    return load_comparison(_comparison(tmp_path, runs))
+
+
+def test_a_fit_waits_for_the_runs_it_reads_and_starts_over_when_one_is_newer(distilled):
+    teacher, student = distilled.runs
+    steps = experiment.plan(distilled, Path("runs"))
+    assert [(s.label, s.action) for s in steps] == [("teacher", "run"), ("student", "run"), ("student test", "run")]
+    assert steps[1].needs == ("teacher",) and experiment._prerequisites(steps[1], steps) == ("teacher",)
+    _record(teacher)  # ended 01:00
+    _record(
+        student, started="2026-01-01T02:00:00Z", ended="2026-01-01T03:00:00Z", test={"ended": "2026-01-01T03:01:00Z"}
+    )
+    assert _actions(distilled) == [("teacher", "skip"), ("student", "skip"), ("student test", "skip")]
+    _record(teacher, ended="2026-01-01T04:00:00Z")  # the teacher was retrained after the student learned from it
+    steps = experiment.plan(distilled, Path("runs"))
+    assert [(s.label, s.action, s.reason) for s in steps] == [
+        ("teacher", "skip", "finished 2026-01-01T04:00:00Z"), ("student", "rerun", "after teacher"),
+        ("student test", "run", "after the fit"),
+    ]  # fmt: skip
+    assert steps[1].argv == student.fit_argv() and steps[1].replaces == Path("runs/student")  # from scratch
+
+
+def test_an_interrupted_fit_is_not_resumed_on_a_newer_version_of_what_it_reads(distilled):
+    teacher, student = distilled.runs
+    _record(teacher)
+    _record(student, status="interrupted", started="2026-01-01T02:00:00Z", ended="2026-01-01T02:30:00Z")
+    _checkpoint(student)
+    assert _actions(distilled) == [("teacher", "skip"), ("student", "resume"), ("student test", "run")]
+    _record(teacher, status="failed")
+    _checkpoint(teacher)  # the teacher resumes now: the student must learn from its finished version
+    assert _actions(distilled)[:2] == [("teacher", "resume"), ("student", "rerun")]
+
+
+def test_only_a_fit_needs_the_runs_it_reads_finished(distilled):
+    with pytest.raises(UsageError, match=r"student runs after teacher, which has not finished .*add --only teacher"):
+        experiment.plan(distilled, Path("runs"), only=["student"])
+    _record(distilled.runs[0])
+    assert _actions(distilled, only=["student"]) == [("student", "run"), ("student test", "run")]
+
+
 def _tiny_config(path: Path, corpus: Path, model: dict) -> str:
     path.write_text(yaml.safe_dump({
         "seed_everything": 1,

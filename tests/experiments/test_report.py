@@ -302,7 +302,8 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     assert label(text, "alpha") == "alpha † (stale)" and label(text, "beta") == "beta (stale)"
     assert label(text, "gamma") == "gamma"
     changed = "(`text/gpt/model.py`, `text/tokenizer.py`)"
-    assert f"(stale) code its task runs or its config changed in a commit made after the run's commit {changed}" in text
+    why = "(stale) code its task runs or its config (or those of a run it reads) changed in a commit made after"
+    assert f"{why} the run's commit {changed}" in text
     (workspace / "core" / "code.py").write_text("x = 3\n")  # core: every task runs through it
     _git(workspace, "commit", "-q", "-am", "core")
     assert "(`core/` (1 file), `text/gpt/model.py`, `text/tokenizer.py`)" in report(workspace)
@@ -475,3 +476,39 @@ def test_a_table_listing_one_run_of_a_seed_group_names_the_run_not_the_group(wor
     make_run(workspace / "runs", "alpha", metrics={"val_bpc": 2.0})
     one_seed = report(workspace).split("### One seed", 1)[1]
     assert row(one_seed, "alpha") == ["2.0000"] and "alpha_seeds" not in one_seed
+
+
+def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_it(workspace):
+    """A DeiT student (``after: [teacher]``) learned from the teacher's checkpoint: the teacher's
+    config changing makes both stale, and a rerun teacher leaves the student's numbers behind."""
+    (workspace / "teacher.yaml").write_text("seed_everything: 1\n")
+    runs = [{"name": "teacher", "task": "gpt", "config": "teacher.yaml"},
+            {"name": "student", "task": "gpt", "config": "exp.yaml", "after": ["teacher"]}]  # fmt: skip
+    comparison = {"title": "Distilled", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    _git(workspace, "init", "-q")
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "configs")
+    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}
+    teacher_argv = ["anyformer", "gpt", "fit", "--config", "teacher.yaml", "--run-name", "teacher"]
+    make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at)
+    make_run(workspace / "runs", "student", git=at, started="2026-11-23T11:00:00Z", ended="2026-11-23T12:00:00Z")
+    text = report(workspace)
+    assert label(text, "teacher") == "teacher" and label(text, "student") == "student"
+
+    (workspace / "teacher.yaml").write_text("seed_everything: 2\n")
+    _git(workspace, "commit", "-q", "-am", "teacher setting")
+    text = report(workspace)
+    assert label(text, "teacher") == "teacher (stale)" and label(text, "student") == "student (stale)"
+    assert "after the run's commit (`teacher.yaml`)" in text
+
+    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}  # the teacher reruns on it
+    (workspace / "runs" / "teacher" / "run.json").unlink()
+    (workspace / "runs" / "teacher" / "metrics.csv").unlink()
+    (workspace / "runs" / "teacher").rmdir()
+    make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at,
+             started="2026-11-23T13:00:00Z", ended="2026-11-23T14:00:00Z")  # fmt: skip
+    text = report(workspace)
+    assert label(text, "teacher") == "teacher" and label(text, "student") == "student (stale)"
+    assert "(stale) a run it reads (teacher) was rerun after it started" in text
+    assert "after the run's commit" not in text  # the student's own code and config are current
