@@ -15,6 +15,8 @@ from tests.helpers import read_metrics
 
 
 def _comparison(root: Path, runs: list[dict], **extra) -> Path:
+    """comparisons/toy.yaml of these runs in ``root``, beside the config a.yaml that they all train."""
+    (root / "a.yaml").write_text("seed_everything: 1\n")
     (root / "comparisons").mkdir(exist_ok=True)
     path = root / "comparisons" / "toy.yaml"
     tables = [{"title": "Toy table", "columns": ["val_loss", "val_bpc", "params", "step"]}]
@@ -26,7 +28,6 @@ def _comparison(root: Path, runs: list[dict], **extra) -> Path:
 def planned(tmp_path, monkeypatch):
     """Two declared runs (the second tested after its fit) in an empty repository-like folder."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
     runs = [{"name": "one", "task": "gpt", "config": "a.yaml"},
             {"name": "two", "task": "vit", "config": "a.yaml", "overrides": ["--x=1"], "then": ["test"]}]  # fmt: skip
     setup = [{"command": "anyformer collect --out data.npz", "creates": "data.npz"}]
@@ -101,7 +102,6 @@ def test_unknown_comparison_is_a_usage_error(planned, capsys):
 def evaluated(tmp_path, monkeypatch):
     """A fit and two evaluation runs after it (the second also after the first)."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
     runs = [{"name": "fit", "task": "gpt", "config": "a.yaml"},
             {"name": "greedy", "command": "anyformer decode-eval --ckpt runs/fit/checkpoints/last.ckpt",
              "after": ["fit"]},
@@ -170,7 +170,6 @@ def test_an_evaluation_does_not_start_when_a_run_it_reads_did_not_finish(evaluat
 def distilled(tmp_path, monkeypatch):
     """A teacher fit and a student fit that reads the teacher's checkpoint (``after``), tested."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
     runs = [{"name": "teacher", "task": "vision-cnn", "config": "a.yaml"},
             {"name": "student", "task": "vit", "config": "a.yaml", "then": ["test"], "after": ["teacher"]}]  # fmt: skip
     return load_comparison(_comparison(tmp_path, runs))
@@ -275,7 +274,6 @@ def test_two_run_comparison_end_to_end_then_skip_then_report(tmp_path, monkeypat
 def test_setup_gets_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
     """`anyformer collect` refuses a missing output folder; on a fresh clone `data/` is one."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
     setup = [{"command": "anyformer collect --out data/sub/set.npz", "creates": "data/sub/set.npz"}]
     _comparison(tmp_path, [{"name": "one", "task": "gpt", "config": "a.yaml"}], setup=setup)
     ran = []
@@ -437,7 +435,6 @@ def _intervals(events: Path) -> dict[str, tuple[float, float]]:
 def parallel(tmp_path, monkeypatch):
     """Two fits (the second tested), an evaluation of the first; children faked, polled every 20 ms."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a.yaml").write_text("seed_everything: 1\n")
     runs = [{"name": "one", "task": "gpt", "config": "a.yaml"},
             {"name": "two", "task": "vit", "config": "a.yaml", "then": ["test"]},
             {"name": "greedy", "command": "anyformer decode-eval --ckpt runs/one/checkpoints/last.ckpt",
