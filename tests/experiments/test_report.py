@@ -3,6 +3,7 @@
 import csv
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -503,9 +504,7 @@ def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_i
     assert "after the run's commit (`teacher.yaml`)" in text
 
     at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}  # the teacher reruns on it
-    (workspace / "runs" / "teacher" / "run.json").unlink()
-    (workspace / "runs" / "teacher" / "metrics.csv").unlink()
-    (workspace / "runs" / "teacher").rmdir()
+    shutil.rmtree(workspace / "runs" / "teacher")
     make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at,
              started="2026-11-23T13:00:00Z", ended="2026-11-23T14:00:00Z")  # fmt: skip
     text = report(workspace)
