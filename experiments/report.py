@@ -184,7 +184,8 @@ def exercised(result: RunResult, results: dict[str, RunResult]) -> tuple[str, ..
 def mark_stale(results: dict[str, RunResult], git: Git) -> None:
     """Set each backed run's ``stale``: what changed in its exercised code and config since its commit,
     then, in declared order (a run reads only earlier ones), what changed in the runs it reads (their
-    stale files) and which of them ended after it started (rerun since: it read an older version)."""
+    stale files) and which of them ended after it started (rerun since: it read an older version), down
+    the whole chain of runs it reads."""
     for result in results.values():
         if result.backed:
             result.stale = git.stale(result.record, code_paths(*exercised(result, results), root=git.root))
@@ -194,8 +195,11 @@ def mark_stale(results: dict[str, RunResult], git: Git) -> None:
         read = [results[name] for name in result.spec.after if name in results and results[name].backed]
         inherited = [path for other in read for path in other.stale]
         rerun = [other.spec.name for other in read if other.record["ended"] > result.record["started"]]
+        # A run read through another one: "dpo → policy" when the DPO model this evaluation reads was
+        # trained on a policy that was rerun since; the evaluation's numbers are as old as the DPO's.
+        rerun += [f"{other.spec.name} → {name}" for other in read for name in other.reads_newer]
         result.stale = tuple(sorted({*result.stale, *inherited}))
-        result.reads_newer = tuple(rerun)
+        result.reads_newer = tuple(dict.fromkeys(rerun))
 
 
 def seed_groups(comparison: Comparison) -> dict[str, str]:

@@ -61,7 +61,8 @@ class RunResult:
     the run's changed (set by the report); empty while the run describes the code."""
     reads_newer: tuple[str, ...] = ()
     """The runs it reads (``after``) that ended after it started: rerun since, so it read an older
-    version of them (set by the report)."""
+    version of them; and, as ``"B → C"``, a run C that a run B it reads read before C was rerun (set by
+    the report)."""
 
     @property
     def outdated(self) -> bool:
@@ -257,9 +258,10 @@ def _footnotes(results: list[RunResult], seconds: float | None, table: TableSpec
             f"({describe_changes(stale)}): the numbers may no longer describe the code; rerun it."
         )
     if newer := sorted({name for result in backed for name in result.reads_newer}):
+        chain = " (A → B: B was rerun after A, which it reads, read it)" if any("→" in name for name in newer) else ""
         lines.append(
-            f"{STALE_MARK} a run it reads ({', '.join(newer)}) was rerun after it started: its numbers come from "
-            "the older version of that run; rerun it."
+            f"{STALE_MARK} a run it reads ({', '.join(newer)}) was rerun after it started{chain}: its numbers come "
+            "from the older version of that run; rerun it."
         )
     return lines
 

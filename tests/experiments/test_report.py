@@ -511,3 +511,35 @@ def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_i
     assert label(text, "teacher") == "teacher" and label(text, "student") == "student (stale)"
     assert "(stale) a run it reads (teacher) was rerun after it started" in text
     assert "after the run's commit" not in text  # the student's own code and config are current
+
+
+def test_a_rerun_two_reads_away_marks_the_whole_chain_stale(workspace):
+    """preference_eval_dpo reads dpo_sst2, which reads gpt_sst2_policy: a rerun policy leaves the DPO model
+    behind, and with it the evaluation of that model, though the evaluation does not read the policy."""
+    runs = [{"name": "policy", "task": "gpt", "config": "exp.yaml"},
+            {"name": "dpo", "task": "gpt", "config": "exp.yaml", "after": ["policy"]},
+            {"name": "evaluation", "task": "gpt", "config": "exp.yaml", "after": ["dpo"]}]  # fmt: skip
+    comparison = {"title": "Chain", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    _git(workspace, "init", "-q")
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "configs")
+    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}
+    hours = {"policy": (10, 11), "dpo": (11, 12), "evaluation": (12, 13)}
+    for name, (start, end) in hours.items():
+        started, ended = f"2026-11-23T{start}:00:00Z", f"2026-11-23T{end}:00:00Z"
+        make_run(workspace / "runs", name, git=at, started=started, ended=ended)
+    text = report(workspace)
+    assert [label(text, name) for name in hours] == ["policy", "dpo", "evaluation"]
+
+    shutil.rmtree(workspace / "runs" / "policy")  # rerun after the evaluation ended
+    make_run(workspace / "runs", "policy", git=at, started="2026-11-23T14:00:00Z", ended="2026-11-23T15:00:00Z")
+    text = report(workspace)
+    assert [label(text, name) for name in hours] == ["policy", "dpo (stale)", "evaluation (stale)"]
+    assert "(stale) a run it reads (dpo → policy, policy) was rerun after it started (A → B:" in text
+
+    shutil.rmtree(workspace / "runs" / "dpo")  # retrained on the new policy: only its evaluation is behind
+    make_run(workspace / "runs", "dpo", git=at, started="2026-11-23T15:00:00Z", ended="2026-11-23T16:00:00Z")
+    text = report(workspace)
+    assert [label(text, name) for name in hours] == ["policy", "dpo", "evaluation (stale)"]
+    assert "(stale) a run it reads (dpo) was rerun after it started:" in text
