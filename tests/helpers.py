@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,11 @@ def untrained_cartpole_dt(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    """``git ARGS`` in ``cwd`` (the current folder by default) as a fixed author, with no user config:
+    the tests that commit a workspace to check what the report and runner call stale."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout.strip()

@@ -11,7 +11,7 @@ from anyformer.core.train.run_record import read_record, write_record
 from anyformer.experiments import report
 from anyformer.experiments import runner as experiment
 from anyformer.experiments.comparison import load_comparison
-from tests.helpers import read_metrics
+from tests.helpers import git, read_metrics
 
 
 def _comparison(root: Path, runs: list[dict], **extra) -> Path:
@@ -291,14 +291,6 @@ def test_setup_gets_the_folder_of_the_file_it_creates(tmp_path, monkeypatch):
     assert ran == ["setup"]
 
 
-def _git(*args: str) -> str:
-    import subprocess
-
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}  # fmt: skip
-    return subprocess.run(["git", *args], env=env, capture_output=True, text=True, check=True).stdout.strip()
-
-
 def _commit_code(*changed: str) -> str:
     """Write (or rewrite) these files of the current folder, commit everything, return the commit."""
     for name in changed:
@@ -306,10 +298,10 @@ def _commit_code(*changed: str) -> str:
         before = Path(name).read_text() if Path(name).exists() else ""
         Path(name).write_text(before + "x = 1\n")  # a new line each time: always a change
     if not Path(".git").exists():
-        _git("init", "-q")
-    _git("add", "-A")
-    _git("commit", "-q", "-m", "code")
-    return _git("rev-parse", "HEAD")
+        git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "code")
+    return git("rev-parse", "HEAD")
 
 
 # the code of task gpt (its module and the packages' __init__), of the tool decode-eval, and of another task
@@ -360,7 +352,7 @@ def test_a_rerun_keeps_the_stale_folder_aside_until_the_next_rerun(planned, monk
 
     def execute(step):  # the fit sees an empty folder, then writes its new record
         seen.append((step.label, Path("runs/one").exists()))
-        _record(one, git={"commit": _git("rev-parse", "HEAD"), "dirty": False}, metrics={"val_loss": 2.0})
+        _record(one, git={"commit": git("rev-parse", "HEAD"), "dirty": False}, metrics={"val_loss": 2.0})
         return 0
 
     monkeypatch.setattr(experiment, "execute", execute)

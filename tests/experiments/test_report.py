@@ -11,6 +11,7 @@ import yaml
 
 from anyformer.core.train import run_record
 from anyformer.experiments.report import MISSING, RESULTS_FILE, main
+from tests.helpers import git
 
 MACHINE = {"platform": "Linux-x", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": None,
            "torch": "2.0", "python": "3.11"}  # fmt: skip
@@ -255,17 +256,8 @@ def test_a_figure_must_be_an_attention_run_of_the_comparison(workspace):
     assert main(["--runs", "runs", "--out", "results", "--comparisons", "comparisons"]) == 2
 
 
-def _git(workspace: Path, *args: str) -> str:
-    import subprocess
-
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
-    done = subprocess.run(["git", *args], cwd=workspace, env=env, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
 def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
-    _git(workspace, "init", "-q")
+    git("init", "-q", cwd=workspace)
     files = {  # a gpt task as the registry names it, importing one module relatively and one lazily
         "core/code.py": "x = 1\n",
         "text/__init__.py": "",
@@ -281,9 +273,9 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     for name, text in files.items():
         (workspace / name).parent.mkdir(parents=True, exist_ok=True)
         (workspace / name).write_text(text)
-    _git(workspace, "add", "-A")
-    _git(workspace, "commit", "-q", "-m", "code")
-    commit = _git(workspace, "rev-parse", "HEAD")
+    git("add", "-A", cwd=workspace)
+    git("commit", "-q", "-m", "code", cwd=workspace)
+    commit = git("rev-parse", "HEAD", cwd=workspace)
     runs = workspace / "runs"
     make_run(runs, "alpha", git={"commit": commit, "dirty": True})
     make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), git={"commit": commit, "dirty": False})
@@ -294,11 +286,11 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
 
     for other in ("vision/code.py", "text/seq2seq_task.py"):  # another domain, another task of the same domain
         (workspace / other).write_text("x = 2\n")
-        _git(workspace, "commit", "-q", "-am", other)
+        git("commit", "-q", "-am", other, cwd=workspace)
         assert "(stale) code its" not in report(workspace)
     for imported in ("text/gpt/model.py", "text/tokenizer.py"):  # imported by the gpt task: gpt runs are stale
         (workspace / imported).write_text("GPT = BPE = 2\n")
-        _git(workspace, "commit", "-q", "-am", imported)
+        git("commit", "-q", "-am", imported, cwd=workspace)
     text = report(workspace)
     assert label(text, "alpha") == "alpha † (stale)" and label(text, "beta") == "beta (stale)"
     assert label(text, "gamma") == "gamma"
@@ -306,7 +298,7 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     why = "(stale) code its task runs or its config (or those of a run it reads) changed in a commit made after"
     assert f"{why} the run's commit {changed}" in text
     (workspace / "core" / "code.py").write_text("x = 3\n")  # core: every task runs through it
-    _git(workspace, "commit", "-q", "-am", "core")
+    git("commit", "-q", "-am", "core", cwd=workspace)
     assert "(`core/` (1 file), `text/gpt/model.py`, `text/tokenizer.py`)" in report(workspace)
     assert report(workspace) == report(workspace)  # deterministic
 
@@ -455,15 +447,15 @@ def test_a_seed_group_with_one_finished_run_shows_its_number_without_a_spread(wo
 
 
 def test_a_run_is_stale_once_a_later_commit_changes_the_settings_of_its_config(workspace):
-    _git(workspace, "init", "-q")
-    _git(workspace, "add", "-A")
-    _git(workspace, "commit", "-q", "-m", "config")
-    make_run(workspace / "runs", "alpha", git={"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False})
+    git("init", "-q", cwd=workspace)
+    git("add", "-A", cwd=workspace)
+    git("commit", "-q", "-m", "config", cwd=workspace)
+    make_run(workspace / "runs", "alpha", git={"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False})
     (workspace / "exp.yaml").write_text("# a comment is no change\nseed_everything: 1\n")
-    _git(workspace, "commit", "-q", "-am", "comment")
+    git("commit", "-q", "-am", "comment", cwd=workspace)
     assert label(report(workspace), "alpha") == "alpha"
     (workspace / "exp.yaml").write_text("seed_everything: 2\n")
-    _git(workspace, "commit", "-q", "-am", "setting")
+    git("commit", "-q", "-am", "setting", cwd=workspace)
     text = report(workspace)
     assert label(text, "alpha") == "alpha (stale)" and "after the run's commit (`exp.yaml`)" in text
 
@@ -487,10 +479,10 @@ def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_i
             {"name": "student", "task": "gpt", "config": "exp.yaml", "after": ["teacher"]}]  # fmt: skip
     comparison = {"title": "Distilled", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
     (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
-    _git(workspace, "init", "-q")
-    _git(workspace, "add", "-A")
-    _git(workspace, "commit", "-q", "-m", "configs")
-    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}
+    git("init", "-q", cwd=workspace)
+    git("add", "-A", cwd=workspace)
+    git("commit", "-q", "-m", "configs", cwd=workspace)
+    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
     teacher_argv = ["anyformer", "gpt", "fit", "--config", "teacher.yaml", "--run-name", "teacher"]
     make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at)
     make_run(workspace / "runs", "student", git=at, started="2026-11-23T11:00:00Z", ended="2026-11-23T12:00:00Z")
@@ -498,12 +490,12 @@ def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_i
     assert label(text, "teacher") == "teacher" and label(text, "student") == "student"
 
     (workspace / "teacher.yaml").write_text("seed_everything: 2\n")
-    _git(workspace, "commit", "-q", "-am", "teacher setting")
+    git("commit", "-q", "-am", "teacher setting", cwd=workspace)
     text = report(workspace)
     assert label(text, "teacher") == "teacher (stale)" and label(text, "student") == "student (stale)"
     assert "after the run's commit (`teacher.yaml`)" in text
 
-    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}  # the teacher reruns on it
+    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}  # the teacher reruns on it
     shutil.rmtree(workspace / "runs" / "teacher")
     make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at,
              started="2026-11-23T13:00:00Z", ended="2026-11-23T14:00:00Z")  # fmt: skip
@@ -521,10 +513,10 @@ def test_a_rerun_two_reads_away_marks_the_whole_chain_stale(workspace):
             {"name": "evaluation", "task": "gpt", "config": "exp.yaml", "after": ["dpo"]}]  # fmt: skip
     comparison = {"title": "Chain", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
     (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
-    _git(workspace, "init", "-q")
-    _git(workspace, "add", "-A")
-    _git(workspace, "commit", "-q", "-m", "configs")
-    at = {"commit": _git(workspace, "rev-parse", "HEAD"), "dirty": False}
+    git("init", "-q", cwd=workspace)
+    git("add", "-A", cwd=workspace)
+    git("commit", "-q", "-m", "configs", cwd=workspace)
+    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
     hours = {"policy": (10, 11), "dpo": (11, 12), "evaluation": (12, 13)}
     for name, (start, end) in hours.items():
         started, ended = f"2026-11-23T{start}:00:00Z", f"2026-11-23T{end}:00:00Z"
