@@ -471,18 +471,24 @@ def test_a_table_listing_one_run_of_a_seed_group_names_the_run_not_the_group(wor
     assert row(one_seed, "alpha") == ["2.0000"] and "alpha_seeds" not in one_seed
 
 
+def _commit_comparison(workspace: Path, title: str, runs: list[dict]) -> dict:
+    """Write a one-table comparison of these runs, commit the workspace, return run.json's ``git`` at it."""
+    comparison = {"title": title, "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    git("init", "-q", cwd=workspace)
+    git("add", "-A", cwd=workspace)
+    git("commit", "-q", "-m", "configs", cwd=workspace)
+    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
+    return at
+
+
 def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_it(workspace):
     """A DeiT student (``after: [teacher]``) learned from the teacher's checkpoint: the teacher's
     config changing makes both stale, and a rerun teacher leaves the student's numbers behind."""
     (workspace / "teacher.yaml").write_text("seed_everything: 1\n")
     runs = [{"name": "teacher", "task": "gpt", "config": "teacher.yaml"},
             {"name": "student", "task": "gpt", "config": "exp.yaml", "after": ["teacher"]}]  # fmt: skip
-    comparison = {"title": "Distilled", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
-    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
-    git("init", "-q", cwd=workspace)
-    git("add", "-A", cwd=workspace)
-    git("commit", "-q", "-m", "configs", cwd=workspace)
-    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
+    at = _commit_comparison(workspace, "Distilled", runs)
     teacher_argv = ["anyformer", "gpt", "fit", "--config", "teacher.yaml", "--run-name", "teacher"]
     make_run(workspace / "runs", "teacher", argv=teacher_argv, config=["teacher.yaml"], git=at)
     make_run(workspace / "runs", "student", git=at, started="2026-11-23T11:00:00Z", ended="2026-11-23T12:00:00Z")
@@ -511,12 +517,7 @@ def test_a_rerun_two_reads_away_marks_the_whole_chain_stale(workspace):
     runs = [{"name": "policy", "task": "gpt", "config": "exp.yaml"},
             {"name": "dpo", "task": "gpt", "config": "exp.yaml", "after": ["policy"]},
             {"name": "evaluation", "task": "gpt", "config": "exp.yaml", "after": ["dpo"]}]  # fmt: skip
-    comparison = {"title": "Chain", "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
-    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
-    git("init", "-q", cwd=workspace)
-    git("add", "-A", cwd=workspace)
-    git("commit", "-q", "-m", "configs", cwd=workspace)
-    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
+    at = _commit_comparison(workspace, "Chain", runs)
     hours = {"policy": (10, 11), "dpo": (11, 12), "evaluation": (12, 13)}
     for name, (start, end) in hours.items():
         started, ended = f"2026-11-23T{start}:00:00Z", f"2026-11-23T{end}:00:00Z"
