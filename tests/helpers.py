@@ -87,3 +87,12 @@ def git(*args: str, cwd: Path | None = None) -> str:
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "PATH": "/usr/bin:/bin"}  # fmt: skip
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_all(message: str, cwd: Path | None = None) -> str:
+    """Commit every file of ``cwd`` (a repository made on first use); return the new commit."""
+    if not ((cwd or Path.cwd()) / ".git").exists():
+        git("init", "-q", cwd=cwd)
+    git("add", "-A", cwd=cwd)
+    git("commit", "-q", "-m", message, cwd=cwd)
+    return git("rev-parse", "HEAD", cwd=cwd)

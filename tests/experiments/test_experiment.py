@@ -11,7 +11,7 @@ from anyformer.core.train.run_record import read_record, write_record
 from anyformer.experiments import report
 from anyformer.experiments import runner as experiment
 from anyformer.experiments.comparison import load_comparison
-from tests.helpers import git, read_metrics
+from tests.helpers import commit_all, git, read_metrics
 
 
 def _comparison(root: Path, runs: list[dict], **extra) -> Path:
@@ -297,11 +297,7 @@ def _commit_code(*changed: str) -> str:
         Path(name).parent.mkdir(parents=True, exist_ok=True)
         before = Path(name).read_text() if Path(name).exists() else ""
         Path(name).write_text(before + "x = 1\n")  # a new line each time: always a change
-    if not Path(".git").exists():
-        git("init", "-q")
-    git("add", "-A")
-    git("commit", "-q", "-m", "code")
-    return git("rev-parse", "HEAD")
+    return commit_all("code")
 
 
 # the code of task gpt (its module and the packages' __init__), of the tool decode-eval, and of another task

@@ -11,7 +11,7 @@ import yaml
 
 from anyformer.core.train import run_record
 from anyformer.experiments.report import MISSING, RESULTS_FILE, main
-from tests.helpers import git
+from tests.helpers import commit_all, git
 
 MACHINE = {"platform": "Linux-x", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": None,
            "torch": "2.0", "python": "3.11"}  # fmt: skip
@@ -257,7 +257,6 @@ def test_a_figure_must_be_an_attention_run_of_the_comparison(workspace):
 
 
 def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
-    git("init", "-q", cwd=workspace)
     files = {  # a gpt task as the registry names it, importing one module relatively and one lazily
         "core/code.py": "x = 1\n",
         "text/__init__.py": "",
@@ -273,9 +272,7 @@ def test_dirty_and_stale_rows_are_marked_and_explained(workspace):
     for name, text in files.items():
         (workspace / name).parent.mkdir(parents=True, exist_ok=True)
         (workspace / name).write_text(text)
-    git("add", "-A", cwd=workspace)
-    git("commit", "-q", "-m", "code", cwd=workspace)
-    commit = git("rev-parse", "HEAD", cwd=workspace)
+    commit = commit_all("code", cwd=workspace)
     runs = workspace / "runs"
     make_run(runs, "alpha", git={"commit": commit, "dirty": True})
     make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"), git={"commit": commit, "dirty": False})
@@ -447,10 +444,7 @@ def test_a_seed_group_with_one_finished_run_shows_its_number_without_a_spread(wo
 
 
 def test_a_run_is_stale_once_a_later_commit_changes_the_settings_of_its_config(workspace):
-    git("init", "-q", cwd=workspace)
-    git("add", "-A", cwd=workspace)
-    git("commit", "-q", "-m", "config", cwd=workspace)
-    make_run(workspace / "runs", "alpha", git={"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False})
+    make_run(workspace / "runs", "alpha", git={"commit": commit_all("config", cwd=workspace), "dirty": False})
     (workspace / "exp.yaml").write_text("# a comment is no change\nseed_everything: 1\n")
     git("commit", "-q", "-am", "comment", cwd=workspace)
     assert label(report(workspace), "alpha") == "alpha"
@@ -475,11 +469,7 @@ def _commit_comparison(workspace: Path, title: str, runs: list[dict]) -> dict:
     """Write a one-table comparison of these runs, commit the workspace, return run.json's ``git`` at it."""
     comparison = {"title": title, "runs": runs, "tables": [{"title": "Main", "columns": ["val_bpc"]}]}
     (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
-    git("init", "-q", cwd=workspace)
-    git("add", "-A", cwd=workspace)
-    git("commit", "-q", "-m", "configs", cwd=workspace)
-    at = {"commit": git("rev-parse", "HEAD", cwd=workspace), "dirty": False}
-    return at
+    return {"commit": commit_all("configs", cwd=workspace), "dirty": False}
 
 
 def test_a_run_that_reads_another_is_stale_when_that_one_is_or_was_rerun_after_it(workspace):
