@@ -5,14 +5,14 @@
   reproduce it.
 - **stale**: a commit that is not an ancestor of the run's commit (so: made after it) touched the
   code the run exercises, :func:`code_paths`: all of ``core/`` (the CLI, trainer and layers every
-  task runs through) plus the domain modules its task imports, found by following the ``import``
-  statements of its LightningModule and data module (or of its evaluation tool, and of the task
-  whose run it reads) through the domain packages, lazy imports inside functions included. A
-  change to another task of the same domain leaves the run current. Judged only inside a git
-  checkout, for a commit that checkout holds; otherwise the run is not marked. Only commits count,
-  never the working tree, so the answer is the same on every clone of the same history. A run is
-  also stale when a later commit changed the settings of its ``--config`` YAML (comments aside): its
-  command then means another experiment.
+  task runs through; not ``RECORD_ONLY``, which only writes the run's record) plus the domain
+  modules its task imports, found by following the ``import`` statements of its LightningModule
+  and data module (or of its evaluation tool, and of the task whose run it reads) through the
+  domain packages, lazy imports inside functions included. A change to another task of the same
+  domain leaves the run current. Judged only inside a git checkout, for a commit that checkout
+  holds; otherwise the run is not marked. Only commits count, never the working tree, so the answer
+  is the same on every clone of the same history. A run is also stale when a later commit changed
+  the settings of its ``--config`` YAML (comments aside): its command then means another experiment.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ import yaml
 from anyformer.core.cli.tasks import TASKS, TOOLS
 
 CORE = "core/"
+RECORD_ONLY = ("core/train/run_record.py",)
+"""Files of ``core/`` that shape only how a run is recorded (which machine, commit and command its
+run.json names), never what it computes: a commit touching them stales no run, so describing the
+machine better does not send every archived run back to be rerun."""
 PACKAGE = "anyformer"
 """The import name; ``anyformer.<folder>`` is the repository folder ``<folder>/`` when it is a
 package (core, text, vision, speech, rl, experiments), else a module of ``anyformer/``."""
@@ -130,7 +134,8 @@ class Git:
     @cache  # noqa: B019
     def changed_since(self, commit: str, paths: tuple[str, ...]) -> tuple[str, ...]:
         """The files under ``paths`` that commits after ``commit`` (not its ancestors, up to HEAD) touched."""
-        names = _git(self.root, "log", "--format=", "--name-only", f"{commit}..HEAD", "--", *paths)
+        excluded = [f":(exclude){path}" for path in RECORD_ONLY]
+        names = _git(self.root, "log", "--format=", "--name-only", f"{commit}..HEAD", "--", *paths, *excluded)
         return tuple(sorted(set((names or "").split()))) if names else ()
 
     @cache  # noqa: B019

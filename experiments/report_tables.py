@@ -274,9 +274,19 @@ def _machine(record: dict[str, Any]) -> str:
     machine = record["machine"]
     gpu = machine["gpu"] or "no GPU"
     return (
-        f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, {gpu} "
+        f"{_cpu(machine)}, {machine['cores']} cores, {machine['torch_threads']} torch threads, {gpu} "
         f"({machine['platform']}, torch {machine['torch']})"
     )
+
+
+def _cpu(machine: dict[str, Any]) -> str:
+    """The CPU's name, and its family, model and ISA flags where the record has them (runs recorded
+    before ``cpu_signature`` existed name the CPU only)."""
+    signature = machine.get("cpu_signature") or {}
+    if signature.get("family") is None:
+        return machine["cpu"]
+    isa = " ".join(signature.get("isa") or []) or "no AVX2"
+    return f"{machine['cpu']} (family {signature['family']} model {signature['model']}; {isa})"
 
 
 def _commit(record: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import torch
 
 from anyformer.core.cli.errors import UsageError
 from anyformer.core.train.atomic import atomic_write_text
+from anyformer.core.train.hardware import cpu_signature
 
 RUN_FILE = "run.json"
 FIGURE_FILE = "figure.png"
@@ -74,11 +75,16 @@ def cpu_model() -> str:
 
 
 def machine(device: torch.device | None = None) -> dict[str, Any]:
-    """Where the run executes: OS, CPU model, cores, torch threads, and the GPU if ``device`` is one."""
+    """Where the run executes: OS, CPU model, cores, torch threads, and the GPU if ``device`` is one.
+
+    ``cpu_signature`` (family, model, ISA flags) tells apart CPUs that share a marketing name: "AMD EPYC"
+    is a Zen 4 (family 25) on one host and a Zen 5 (family 26) on another, up to 2x apart in GEMM speed.
+    """
     gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None
     return {
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,

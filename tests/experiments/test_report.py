@@ -155,10 +155,34 @@ def test_stamp_names_commit_machine_and_dates_of_the_runs_behind_each_table(work
     text = report(workspace)
     main_table = text.split("### Main", 1)[1].split("###", 1)[0]
     assert "`0123456789` (alpha)" in main_table and "`ffffffffff` + uncommitted changes (beta)" in main_table
-    assert "Test CPU, 2 cores, 2 torch threads, no GPU" in main_table
+    assert "Test CPU, 2 cores, 2 torch threads, no GPU" in main_table  # recorded before cpu_signature: name only
     assert "2026-11-23 09:00 UTC to 2026-11-23 11:15 UTC" in main_table
     alpha_table = text.split("### Alpha only", 1)[1]
     assert "- Commit: `0123456789`\n" in alpha_table and "to 2026-11-23 09:30 UTC" in alpha_table
+
+
+def test_the_stamp_tells_apart_cpus_of_one_name_by_family_model_and_isa(workspace):
+    runs = workspace / "runs"
+    for name, family, isa in (("alpha", 25, ["avx2", "avx512f"]), ("beta", 26, [])):
+        signature = {"family": family, "model": 17, "isa": isa}
+        make_run(runs, name, argv=fit_argv(name, *(["--trainer.max_steps=7"] if name == "beta" else [])),
+                 machine=MACHINE | {"cpu_signature": signature})  # fmt: skip
+    main_table = report(workspace).split("### Main", 1)[1].split("###", 1)[0]
+    assert "Test CPU (family 25 model 17; avx2 avx512f), 2 cores, 2 torch threads, no GPU" in main_table
+    assert "Test CPU (family 26 model 17; no AVX2), 2 cores" in main_table and "(beta)" in main_table
+
+
+def test_a_commit_to_the_record_writer_alone_stales_no_run(workspace):
+    for name in ("core/code.py", "core/train/run_record.py"):
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text("x = 1\n")
+    make_run(workspace / "runs", "alpha", git={"commit": commit_all("code", cwd=workspace), "dirty": False})
+    (workspace / "core" / "train" / "run_record.py").write_text("x = 2\n")  # how runs are recorded, not computed
+    git("commit", "-q", "-am", "record the CPU better", cwd=workspace)
+    assert label(report(workspace), "alpha") == "alpha"
+    (workspace / "core" / "code.py").write_text("x = 2\n")
+    git("commit", "-q", "-am", "core", cwd=workspace)
+    assert label(report(workspace), "alpha") == "alpha (stale)" and "(`core/` (1 file))" in report(workspace)
 
 
 def test_an_evaluation_run_is_a_row_with_its_recorded_metrics_and_no_fit_facts(workspace):

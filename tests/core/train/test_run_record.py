@@ -113,6 +113,7 @@ def test_finished_fit_records_command_code_machine_and_final_metrics(tmp_path):
     machine = record["machine"]
     assert machine["cores"] == os.cpu_count() and machine["torch_threads"] == torch.get_num_threads()
     assert machine["gpu"] is None and machine["cpu"]
+    assert set(machine["cpu_signature"]) == {"family", "model", "isa"}  # tells a Zen 4 from a Zen 5 "AMD EPYC"
 
 
 def test_early_stop_is_stopped_not_finished(tmp_path):
