@@ -215,6 +215,17 @@ def _str_list(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _tool_runs(where: str, value: Any, runs: list[Run], tool: str) -> tuple[str, ...]:
+    """``value`` (a comparison's ``figures`` or ``samples``) checked to name ``anyformer <tool>`` runs of it."""
+    names = _str_list(where, value)
+    made = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (tool,)}
+    if not_made := [name for name in names if name not in made]:
+        raise UsageError(
+            f"{where} {not_made} are not `anyformer {tool}` runs of this comparison (those are {sorted(made)})"
+        )
+    return names
+
+
 def _run_name(where: str, raw: dict[str, Any]) -> str:
     name = str(raw["name"])
     if not name or "/" in name or name.startswith("."):
@@ -426,20 +437,8 @@ def load_comparison(path: str | Path, root: str | Path = ".") -> Comparison:
         if not str(step["command"]).startswith("anyformer "):
             raise UsageError(f"{path}: setup[{i}].command must be an `anyformer ...` command, got {step['command']!r}")
         setup.append(SetupStep(str(step["command"]), str(step["creates"])))
-    figures = _str_list(f"{path}: figures", raw.get("figures") or [])
-    drawn = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (FIGURE_TOOL,)}
-    if not_drawn := [name for name in figures if name not in drawn]:
-        raise UsageError(
-            f"{path}: figures {not_drawn} are not `anyformer {FIGURE_TOOL}` runs of this comparison "
-            f"(those are {sorted(drawn)})"
-        )
-    samples = _str_list(f"{path}: samples", raw.get("samples") or [])
-    sampled = {run.name for run in runs if isinstance(run, EvalSpec) and run.command[1:2] == (SAMPLES_TOOL,)}
-    if not_sampled := [name for name in samples if name not in sampled]:
-        raise UsageError(
-            f"{path}: samples {not_sampled} are not `anyformer {SAMPLES_TOOL}` runs of this comparison "
-            f"(those are {sorted(sampled)})"
-        )
+    figures = _tool_runs(f"{path}: figures", raw.get("figures") or [], runs, FIGURE_TOOL)
+    samples = _tool_runs(f"{path}: samples", raw.get("samples") or [], runs, SAMPLES_TOOL)
     return Comparison(
         name=path.stem,
         title=str(raw["title"]),
