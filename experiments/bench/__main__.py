@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch
 
 from anyformer.core.train import hardware
 from anyformer.core.train.atomic import atomic_write_text
+from anyformer.core.train.run_record import cpu_model
 from anyformer.experiments.bench.explain import explain
 from anyformer.experiments.bench.fit import fit_rows, fit_timings, render_fits
 from anyformer.experiments.bench.generation import generation_rows
@@ -170,15 +170,11 @@ def run_sections(args: argparse.Namespace, runtime: Runtime) -> tuple[list[Row],
 
 def cpu_name() -> str:
     """The CPU model (Linux's /proc/cpuinfo) and core count, for the table's header."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    name = names[0] if names else platform.processor() or platform.machine()
     signature = hardware.cpu_signature()
     family = f"family {signature['family']} model {signature['model']}, " if signature["family"] is not None else ""
     isa = " ".join(signature["isa"]) or "none of " + " ".join(hardware.ISA_FLAGS)
     units = "with" if hardware.has_bf16_units() else "without"
-    return f"{name}, {family}{os.cpu_count()} cores; ISA: {isa}; {units} bf16 units"
+    return f"{cpu_model()}, {family}{os.cpu_count()} cores; ISA: {isa}; {units} bf16 units"
 
 
 def header(args: argparse.Namespace, runtime: Runtime) -> str:
