@@ -30,6 +30,7 @@ from anyformer.core.cli.errors import ArgumentParser, UsageError, reports_usage_
 from anyformer.core.train import run_record
 from anyformer.core.train.atomic import atomic_open, atomic_write_text
 from anyformer.core.train.run_record import command_line, same_command
+from anyformer.experiments.budget import ran_its_course
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
@@ -59,7 +60,7 @@ def _load_from(spec: Run, run_dir: Path, metric: str) -> RunResult:
     record = run_record.read_record(run_dir)
     if record is None:
         return RunResult(spec, None, "not run")
-    if record.get("status") != "finished":
+    if not ran_its_course(record):
         return RunResult(spec, record, f"not finished ({record.get('status')})")
     if not same_command(record.get("argv", []), spec.argv()):
         return RunResult(spec, record, "not run (its folder holds another command's run)")

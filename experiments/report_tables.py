@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anyformer.experiments.budget import BUDGET_STATUS, ended_by_budget
 from anyformer.experiments.comparison import GAP_SUFFIX, SHORTEST, Run, TableSpec
 from anyformer.experiments.report_git import describe_changes, dirty
 
@@ -99,8 +100,11 @@ def _device(record: dict[str, Any]) -> str:
 
 TEXT_FACTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "device": _device,
+    # The CPU beside each row where a table sets hosts side by side (the same budget buys different
+    # epochs on different CPUs); other tables name it once under the table.
+    "cpu": lambda record: _cpu(record["machine"]),
     "threads": lambda record: str(record["machine"]["torch_threads"]),
-    "status": lambda record: str(record["status"]),
+    "status": lambda record: BUDGET_STATUS if ended_by_budget(record) else str(record["status"]),
 }
 NUMBER_FACTS = {"params": ",", "wall_s": ".0f", "step": "d"}
 """Run facts that are numbers -> their format; a metric's is ``.4f``."""

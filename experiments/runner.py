@@ -28,6 +28,7 @@ from pathlib import Path
 from anyformer.core.cli.errors import ArgumentParser, UsageError, positive_int, reports_usage_errors
 from anyformer.core.train import run_lock, run_record
 from anyformer.core.train.run_record import command_line, same_command
+from anyformer.experiments.budget import ran_its_course
 from anyformer.experiments.comparison import (
     COMPARISONS_DIR,
     Comparison,
@@ -80,9 +81,9 @@ def _own_record(run_dir: Path, planned: list[str]) -> dict | None:
 
 
 def _finished(runs_dir: Path, name: str) -> dict | None:
-    """The run's record if it says finished, else None."""
+    """The run's record if it ran its course (finished, or ended by its wall-clock budget), else None."""
     record = run_record.read_record(runs_dir / name)
-    return record if record is not None and record.get("status") == "finished" else None
+    return record if ran_its_course(record) else None
 
 
 def _locked(run_dir: Path, label: str, argv: list[str], needs: tuple[str, ...] = ()) -> Step | None:
@@ -100,7 +101,7 @@ def _fit_step(spec: RunSpec, runs_dir: Path, planned_steps: dict[str, Step], rer
         return locked
     record = _own_record(run_dir, planned)
     newer, read = _read_runs(spec, runs_dir, planned_steps, record)
-    finished = record is not None and record.get("status") == "finished"
+    finished = ran_its_course(record)
     if not finished and not spec.checkpoint(runs_dir).is_file():
         reason = "not run yet" if record is None else f"status {record['status']}"
         return Step(spec.name, planned, "run", reason, needs=spec.after)
@@ -164,7 +165,8 @@ def _stale_reason(changed: tuple[str, ...]) -> str:
 
 def _finished_reason(record: dict, changed: tuple[str, ...]) -> str:
     stale = f"; {_stale_reason(changed)}, --rerun-stale reruns it" if changed else ""
-    return f"finished {record['ended']}{stale}"
+    ended = "finished" if record.get("status") == "finished" else "ended by its max_time"
+    return f"{ended} {record['ended']}{stale}"
 
 
 def _test_step(spec: RunSpec, fit: Step, runs_dir: Path) -> Step:

@@ -172,6 +172,18 @@ def test_the_stamp_tells_apart_cpus_of_one_name_by_family_model_and_isa(workspac
     assert "Test CPU (family 26 model 17; no AVX2), 2 cores" in main_table and "(beta)" in main_table
 
 
+def test_a_cpu_column_names_each_rows_cpu_so_hosts_can_sit_side_by_side(workspace):
+    comparison = yaml.safe_load((workspace / "comparisons" / "toy.yaml").read_text())
+    comparison["tables"] = [{"title": "Hosts", "rows": ["alpha", "beta"], "columns": ["wall_s", "cpu"]}]
+    (workspace / "comparisons" / "toy.yaml").write_text(yaml.safe_dump(comparison, sort_keys=False))
+    runs = workspace / "runs"
+    make_run(runs, "alpha", machine=MACHINE | {"cpu_signature": {"family": 25, "model": 1, "isa": ["avx2"]}})
+    make_run(runs, "beta", argv=fit_argv("beta", "--trainer.max_steps=7"))  # recorded before cpu_signature
+    text = report(workspace)
+    assert row(text, "alpha") == ["12", "Test CPU (family 25 model 1; avx2)"]
+    assert row(text, "beta") == ["12", "Test CPU"]
+
+
 def test_a_commit_to_the_record_writer_alone_stales_no_run(workspace):
     for name in ("core/code.py", "core/train/run_record.py"):
         (workspace / name).parent.mkdir(parents=True, exist_ok=True)
